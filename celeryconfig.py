@@ -1,0 +1,53 @@
+"""Celery settings, translated from mediatasks' one typed settings object (MEDIATASKS_* variables).
+
+Why each value is what it is: docs/configuration.md.
+"""
+
+from kombu.entity import Queue
+
+from mediatasks.settings import get_settings
+
+_s = get_settings()
+
+broker_url = _s.broker_url
+result_backend = _s.backend_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # Longer than any chunk encode plus the longest retry countdown, or a running chunk is
+    # delivered to a second worker.
+    "visibility_timeout": _s.visibility_timeout,
+    "unacked_restore_interval": 30,
+    "unacked_restore_throttle": 1,
+}
+result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+
+task_queues = (Queue("cpu"), Queue("gpu"), Queue("io"))
+task_default_queue = "io"
+# Encodes are routed per signature by the encoder profile (mediatasks.profiles.queue_for).
+task_routes = {
+    "mediatasks.encode_chunk": {"queue": "cpu"},
+    "mediatasks.*": {"queue": "io"},
+}
+
+task_acks_late = True
+worker_prefetch_multiplier = 1
+task_reject_on_worker_lost = False
+task_track_started = True
+task_soft_time_limit = _s.task_soft_time_limit
+task_time_limit = _s.task_time_limit
+worker_cancel_long_running_tasks_on_connection_loss = True
+worker_soft_shutdown_timeout = 60
+worker_enable_soft_shutdown_on_idle = True
+
+worker_send_task_events = True
+task_send_sent_event = True
+result_extended = True
+result_expires = _s.result_expires
+result_chord_join_timeout = 30
+# The job's cleanup errback also fires when a chunk fails (Celery's future default); siblings
+# still encoding then fail on their missing directory instead of finishing for nothing.
+task_allow_error_cb_on_chord_header = True

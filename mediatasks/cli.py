@@ -1,0 +1,568 @@
+"""The command line: run, plan, probe. Errors become one line and an exit code here, and only here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from mediatasks.errors import InvalidOptions, JobCancelled, JobFailed, MediatasksError
+from mediatasks.models import EncodeOptions, JobPlan, JobResult, JobSpec, ProbeResult
+from mediatasks.settings import Settings, get_settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Frame-exact chunked video transcoding on a Celery cluster.")
+err = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+log = logging.getLogger("mediatasks")
+
+InputArg = Annotated[Path, typer.Argument(help="The source video.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+CodecOpt = Annotated[str, typer.Option("--video-codec", help="Any ffmpeg video encoder.")]
+CrfOpt = Annotated[float | None, typer.Option("--crf", help="Constant quality.")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="Encoder preset.")]
+VideoOpt = Annotated[list[str] | None, typer.Option(
+    "--video-opt", help="KEY=VALUE passed to the encoder (repeatable).")]
+AudioOpt = Annotated[str, typer.Option("--audio-codec", help="'copy' or an ffmpeg audio encoder.")]
+ChunkOpt = Annotated[float | None, typer.Option("--chunk-seconds", min=0.1,
+                                                help="Target chunk length.")]
+OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="The output file.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+
+
+def _options(video_codec: str, crf: float | None, preset: str | None,
+             video_opt: list[str] | None, audio_codec: str, chunk_seconds: float | None
+             ) -> EncodeOptions:
+    pairs = []
+    for item in video_opt or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidOptions(f"--video-opt '{item}' is not KEY=VALUE",
+                                 hint="e.g. --video-opt tune=film")
+        pairs.append((key.strip().lstrip("-"), value))
+    if not video_codec.strip():
+        raise InvalidOptions("--video-codec is empty", hint="e.g. --video-codec libx264")
+    return EncodeOptions(video_codec=video_codec, crf=crf, preset=preset, video_opts=tuple(pairs),
+                         audio_codec=audio_codec, chunk_seconds=chunk_seconds)
+
+
+def _prepare(source: Path, output: Path, opts: EncodeOptions, *, overwrite: bool,
+             settings: Settings, check_output: bool = True, exact_preview: bool = True) -> JobPlan:
+    """Everything that can fail before a job starts, done here, in a second: the one-line errors.
+
+    Args:
+        exact_preview: read every frame's timestamp so the plan shown is the plan that runs
+            (the plan task does this itself; ``run`` skips it).
+    """
+    from mediatasks.profiles import is_hardware
+    from mediatasks.steps import encode, mux, plan, probe, publish
+
+    src = probe.check_source(source)
+    fmt = mux.output_format(output)
+    if check_output:
+        publish.check_output(output, overwrite=overwrite, source=src)
+    result = probe.probe(src, ffprobe=settings.ffprobe)
+    spec = JobSpec(job_id=uuid.uuid4().hex, input=str(src.resolve()),
+                   output=str(output.resolve()), options=opts, overwrite=overwrite)
+    frame_pts = None
+    if exact_preview and not result.video.split_blocker:
+        frame_pts = probe.frame_timestamps(src, result.video.index, ffprobe=settings.ffprobe)
+    jp = plan.plan_job(result, spec, chunk_seconds=settings.chunk_seconds,
+                       min_chunk_frames=settings.min_chunk_frames, frame_pts=frame_pts)
+    if not is_hardware(opts.video_codec):
+        encode.check_encoder(opts, result.video, fmt, ffmpeg=settings.ffmpeg, subject=str(src))
+    return jp
+
+
+class _Follower:
+    """Draws the progress bar from the job's live state."""
+
+    def __init__(self, enabled: bool):
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.first: tuple[float, int] | None = None
+        if enabled:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("frames"), TextColumn("{task.fields[fps]:>6.1f} fps"),
+                TextColumn("chunks {task.fields[chunks]}"), TextColumn("ETA {task.fields[eta]}"),
+                TimeElapsedColumn(), console=err, transient=False)
+
+    def __enter__(self) -> _Follower:
+        if self.progress is not None:
+            self.progress.start()
+            self.task = self.progress.add_task("encoding", total=None, fps=0.0, chunks="-",
+                                               eta="-")
+        return self
+
+    def update(self, snap: Any) -> None:
+        if self.progress is None or self.task is None or not snap.planned:
+            return
+        now = time.monotonic()
+        if snap.frames_done and self.first is None:
+            self.first = (now, snap.frames_done)
+        # Live fps is the sum over running chunks; between chunks it is 0, so fall back to the
+        # average since the first frame for the ETA.
+        fps = snap.fps
+        if fps <= 0 and self.first is not None and now > self.first[0]:
+            fps = (snap.frames_done - self.first[1]) / (now - self.first[0])
+        remaining = max(0, snap.frames_total - snap.frames_done)
+        eta = time.strftime("%H:%M:%S", time.gmtime(remaining / fps)) if fps > 0 else "-"
+        self.progress.update(self.task, total=snap.frames_total, completed=snap.frames_done,
+                             fps=fps, chunks=f"{snap.chunks_done}/{snap.chunks}", eta=eta)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_local(jp: JobPlan, cluster: Any, *, show_progress: bool) -> JobResult:
+    """Run one job on a started private cluster; always leaves no temp file of the job behind."""
+    from mediatasks.celery_app import app
+    from mediatasks.jobstate import JobState
+    from mediatasks.steps.publish import temp_path
+    from mediatasks.tasks import describe
+    from mediatasks.workflow import job_workflow
+
+    started = time.monotonic()
+    job_dir = cluster.work_dir / jp.job_id
+    try:
+        app.conf.update(broker_url=cluster.broker_url, result_backend=cluster.broker_url)
+        state = JobState(app.backend, jp.job_id)
+        result = job_workflow(jp.spec).apply_async()
+        with _Follower(show_progress) as follower:
+            while not result.ready():
+                cluster.check_alive()
+                follower.update(state.snapshot())
+                time.sleep(0.1)
+            follower.update(state.snapshot())
+        if result.successful():
+            done = JobResult.model_validate(result.get())
+            return done.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
+        message = state.error() or describe(result.result, "the job")
+        return JobResult(job_id=jp.job_id, status="failed", output=None, error=message,
+                         chunks=len(jp.chunks), seconds=round(time.monotonic() - started, 2))
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        temp_path(Path(jp.spec.output), jp.job_id).unlink(missing_ok=True)
+
+
+@cli.command()
+def run(
+    source: InputArg,
+    output: OutputOpt,
+    video_codec: CodecOpt = "libx264",
+    crf: CrfOpt = None,
+    preset: PresetOpt = None,
+    video_opt: VideoOpt = None,
+    audio_codec: AudioOpt = "copy",
+    chunk_seconds: ChunkOpt = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1,
+                                                help="Local worker processes.")] = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Encode SOURCE into --output on a private broker with local workers."""
+    from mediatasks.local import LocalCluster, default_workers
+    from mediatasks.profiles import is_hardware
+    from mediatasks.steps import mux, probe, publish
+
+    settings = get_settings()
+    opts = _options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
+    # The checks that need no ffmpeg first: a missing file never starts a cluster.
+    src = probe.check_source(source)
+    mux.output_format(output)
+    publish.check_output(output, overwrite=overwrite, source=src)
+    work_dir = settings.work_dir if "MEDIATASKS_WORK_DIR" in os.environ else None
+    cluster = LocalCluster(settings, workers=workers or default_workers(), work_dir=work_dir,
+                           hardware=is_hardware(opts.video_codec))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    job_id = None
+    try:
+        # Workers boot (a second or two) while the source is probed and the encoder checked.
+        with cluster:
+            jp = _prepare(source, output, opts, overwrite=overwrite, settings=settings,
+                          exact_preview=False)
+            job_id = jp.job_id
+            _record_submitted(jp)
+            if not as_json:
+                for w in jp.warnings:
+                    err.print(f"[yellow]warning:[/] {w}")
+                if err.is_terminal:
+                    err.print(f"job {jp.job_id}: {jp.frame_count} frames on queue {jp.queue}")
+            result = run_local(jp, cluster, show_progress=not as_json and err.is_terminal)
+    except KeyboardInterrupt:
+        if job_id:
+            with contextlib.suppress(Exception):
+                _history().job_finished(job_id, "cancelled", error="interrupted")
+        if as_json and job_id:
+            print(JobResult(job_id=job_id, status="cancelled", output=None,
+                            error="interrupted").model_dump_json())
+        raise JobCancelled("interrupted: workers stopped, temp files removed",
+                           path=source) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        print(result.model_dump_json())
+    elif result.status == "succeeded":
+        rate = (result.frames_out or 0) / result.seconds if result.seconds else 0.0
+        out.print(f"done: {result.output}: {result.frames_out} of {result.frames_in} frames, "
+                  f"{result.chunks} chunk(s), {result.seconds:.1f}s ({rate:.1f} fps)")
+    if result.status != "succeeded":
+        if as_json:
+            raise typer.Exit(1)
+        raise JobFailed(result.error or "the job failed")
+
+
+def _plan_json(jp: JobPlan, settings: Settings) -> dict[str, Any]:
+    from mediatasks.steps import audio, concat, encode, mux
+
+    job_dir = settings.work_dir / jp.job_id
+    chunks = []
+    for c in jp.chunks:
+        chunks.append({**c.model_dump(mode="json"), "frames": c.frames, "queue": jp.queue,
+                       "argv": encode.encode_args(jp, c, encode.chunk_path(job_dir, c.index),
+                                                  seek_pts=c.seek_pts, ffmpeg=settings.ffmpeg)})
+    from mediatasks.models import AudioResult
+
+    audio_path = job_dir / "audio.mka"
+    audio_argv = audio.audio_args(jp, audio_path, ffmpeg=settings.ffmpeg)
+    audio_result = AudioResult(path=str(audio_path) if audio_argv else None,
+                               streams=len(jp.source.of_type("audio")))
+    return {
+        "job_id": jp.job_id,
+        "input": jp.spec.input,
+        "output": jp.spec.output,
+        "output_format": jp.output_format,
+        "frames": jp.frame_count,
+        "split": jp.split,
+        "split_blocker": jp.source.video.split_blocker,
+        "queue": jp.queue,
+        "chunks": chunks,
+        "audio": {"queue": "io", "argv": audio_argv, "mode": "copy at mux" if audio_argv is None
+                  else "transcode"},
+        "concat": {"queue": "io", "argv": concat.concat_args(job_dir / "concat.txt",
+                                                             job_dir / "video.nut",
+                                                             ffmpeg=settings.ffmpeg)},
+        "mux": {"queue": "io", "argv": mux.mux_args(
+            jp, job_dir / "video.nut", audio_result,
+            job_dir / f"output{Path(jp.spec.output).suffix.lower()}", ffmpeg=settings.ffmpeg)},
+        "subtitles": [s.model_dump(mode="json") for s in jp.subtitles],
+        "warnings": list(jp.warnings),
+    }
+
+
+@cli.command()
+def plan(
+    source: InputArg,
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="Output (default: SOURCE.out.mkv).")] = None,
+    video_codec: CodecOpt = "libx264",
+    crf: CrfOpt = None,
+    preset: PresetOpt = None,
+    video_opt: VideoOpt = None,
+    audio_codec: AudioOpt = "copy",
+    chunk_seconds: ChunkOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry run: chunks, queues and every ffmpeg argv. Encodes nothing."""
+    settings = get_settings()
+    opts = _options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
+    target = output or source.with_name(f"{source.stem}.out.mkv")
+    jp = _prepare(source, target, opts, overwrite=True, settings=settings, check_output=False)
+    data = _plan_json(jp, settings)
+    if as_json:
+        print(json.dumps(data))
+        return
+    out.print(f"{data['input']} -> {data['output']} ({data['output_format']})")
+    out.print(f"{data['frames']} frames, {len(data['chunks'])} chunk(s) on queue {data['queue']}"
+              + (f"; one chunk because {data['split_blocker']}" if data["split_blocker"] else ""))
+    for c in data["chunks"]:
+        out.print(f"  chunk {c['index']:>4}: frames {c['start_frame']}-{c['end_frame'] - 1} "
+                  f"({c['frames']})")
+    for w in data["warnings"]:
+        out.print(f"warning: {w}")
+
+
+jobs_cli = typer.Typer(no_args_is_help=True, help="The job history.")
+cli.add_typer(jobs_cli, name="jobs")
+
+
+def _record_submitted(jp: JobPlan) -> None:
+    """Put a local run in the history too; a history that cannot be written never stops it."""
+    try:
+        _history().job_submitted(jp.spec)
+    except Exception as exc:
+        log.warning("job history not written: %s", exc)
+
+
+def _history() -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mediatasks.history import History
+
+    url = get_settings().database_url
+    try:
+        return History(url)
+    except SQLAlchemyError as exc:
+        first = " ".join(str(exc).split("\n")[0].split())
+        raise MediatasksError(f"cannot open the job history at {url or 'the default SQLite'}: "
+                              f"{first}", hint="check MEDIATASKS_DATABASE_URL") from exc
+
+
+@cli.command()
+def submit(
+    source: InputArg,
+    output: OutputOpt,
+    video_codec: CodecOpt = "libx264",
+    crf: CrfOpt = None,
+    preset: PresetOpt = None,
+    video_opt: VideoOpt = None,
+    audio_codec: AudioOpt = "copy",
+    chunk_seconds: ChunkOpt = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check SOURCE, then hand the job to the cluster's workers (MEDIATASKS_BROKER_URL)."""
+    from mediatasks.workflow import job_workflow
+
+    settings = get_settings()
+    opts = _options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
+    jp = _prepare(source, output, opts, overwrite=overwrite, settings=settings,
+                  exact_preview=False)
+    history = _history()
+    wf = job_workflow(jp.spec)
+    result_id = wf.tasks[-1].freeze().id
+    history.job_submitted(jp.spec, result_id=result_id)
+    try:
+        wf.apply_async()
+    except Exception as exc:  # kombu raises its own errors for a broker that is down
+        history.job_finished(jp.job_id, "failed", error=f"could not submit: {exc}")
+        from mediatasks.errors import BrokerUnavailable
+
+        raise BrokerUnavailable(f"cannot reach the broker at {settings.broker_url}: {exc}",
+                                hint="start redis-server or set MEDIATASKS_BROKER_URL") from exc
+    if as_json:
+        print(json.dumps({"job_id": jp.job_id, "status": "queued"}))
+    else:
+        out.print(f"submitted {jp.job_id}: {jp.spec.input} -> {jp.spec.output}")
+
+
+def _job_or_fail(history: Any, job_id: str) -> Any:
+    record = history.get(job_id)
+    if record is None:
+        raise InvalidOptions(f"no job {job_id} in the history at {history.url}",
+                             hint="see 'mediatasks jobs list'")
+    return record
+
+
+@cli.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    follow: Annotated[bool, typer.Option("--follow", help="Show progress until it ends.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """A job's status; with --follow, a live progress bar until it ends (exit 1 if it failed)."""
+    from mediatasks.celery_app import app
+    from mediatasks.history import TERMINAL
+    from mediatasks.jobstate import JobState
+
+    history = _history()
+    record = _job_or_fail(history, job_id)
+    if follow:
+        state = JobState(app.backend, job_id)
+        with _Follower(not as_json and err.is_terminal) as follower:
+            while record.status not in TERMINAL:
+                follower.update(state.snapshot())
+                time.sleep(0.5)
+                record = _job_or_fail(history, job_id)
+            follower.update(state.snapshot())
+    if as_json:
+        print(record.model_dump_json(exclude={"tasks"}))
+    else:
+        out.print(f"{record.job_id}: {record.status}"
+                  + (f" ({record.error})" if record.error else ""))
+    if follow and record.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[str, typer.Option("-Q", "--queues", help="cpu, gpu, io (comma-separated)")]
+    = "cpu,gpu,io",
+    concurrency: Annotated[int | None, typer.Option(
+        "-c", "--concurrency", min=1,
+        help="processes (default: 2 on a gpu-only worker, to fit consumer NVENC session limits; "
+             "else the CPU count)")] = None,
+    gpu: Annotated[int | None, typer.Option("--gpu", min=0, help="pin to this GPU index")] = None,
+) -> None:
+    """Start a celery worker with mediatasks' defaults; other options go to celery as they are."""
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    if concurrency is None:
+        concurrency = 2 if names == ["gpu"] else (os.cpu_count() or 2)
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)  # NVENC/CUDA see only this card
+        env.setdefault("MEDIATASKS_VAAPI_DEVICE", f"/dev/dri/renderD{128 + gpu}")
+    argv = [sys.executable, "-m", "celery", "-A", "mediatasks", "worker", "-Q", ",".join(names),
+            "-c", str(concurrency), "-E", *ctx.args]
+    from mediatasks import runner
+
+    runner.exec_replace(argv, env)
+
+
+@cli.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")],
+           as_json: JsonOpt = False) -> None:
+    """Stop a job: queued tasks are dropped, running ffmpeg killed, its temp files removed."""
+    from mediatasks.celery_app import app
+    from mediatasks.history import TERMINAL
+    from mediatasks.jobstate import JobState
+
+    history = _history()
+    record = _job_or_fail(history, job_id)
+    if record.status in TERMINAL:
+        raise InvalidOptions(f"job {job_id} has already {record.status}",
+                             hint="only a queued or running job can be cancelled")
+    JobState(app.backend, job_id).request_cancel()
+    history.job_finished(job_id, "cancelled", error="cancelled by the user")
+    if as_json:
+        print(json.dumps({"job_id": job_id, "status": "cancelled"}))
+    else:
+        out.print(f"{job_id}: cancelled (running encodes stop within a few seconds)")
+
+
+@cli.command()
+def retry(job_id: Annotated[str, typer.Argument(help="The job id.")],
+          as_json: JsonOpt = False) -> None:
+    """Run a failed or cancelled job again, reusing every chunk that was already verified."""
+    from mediatasks.celery_app import app
+    from mediatasks.jobstate import JobState
+    from mediatasks.steps import probe, publish
+    from mediatasks.workflow import job_workflow
+
+    history = _history()
+    record = _job_or_fail(history, job_id)
+    if record.status not in {"failed", "cancelled"}:
+        raise InvalidOptions(f"job {job_id} is {record.status}",
+                             hint="only a failed or cancelled job can be retried")
+    spec = JobSpec.model_validate(record.settings)
+    src = probe.check_source(spec.input)
+    publish.check_output(Path(spec.output), overwrite=spec.overwrite, source=src)
+    JobState(app.backend, job_id).reset()
+    wf = job_workflow(spec)
+    history.job_resubmitted(job_id, result_id=wf.tasks[-1].freeze().id)
+    wf.apply_async()
+    if as_json:
+        print(json.dumps({"job_id": job_id, "status": "queued"}))
+    else:
+        out.print(f"{job_id}: queued again")
+
+
+@jobs_cli.command("list")
+def jobs_list(
+    status_filter: Annotated[str | None, typer.Option(
+        "--status", help="queued, running, succeeded, failed or cancelled")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The latest jobs, newest first."""
+    records = _history().list(status=status_filter, limit=limit)
+    if as_json:
+        print(json.dumps([json.loads(r.model_dump_json(exclude={"tasks"})) for r in records]))
+        return
+    for r in records:
+        out.print(f"{r.job_id}  {r.status:<9}  {r.created_at:%Y-%m-%d %H:%M}  {r.input}")
+
+
+@jobs_cli.command("show")
+def jobs_show(job_id: Annotated[str, typer.Argument(help="The job id.")],
+              as_json: JsonOpt = False) -> None:
+    """One job with every task: name, queue, worker, state, times, retries, error."""
+    record = _job_or_fail(_history(), job_id)
+    if as_json:
+        print(record.model_dump_json())
+        return
+    out.print(f"{record.job_id}: {record.status}  {record.input} -> {record.output}")
+    if record.error:
+        out.print(f"  error: {record.error}")
+    for t in record.tasks:
+        took = (f"{(t.finished_at - t.started_at).total_seconds():.1f}s"
+                if t.started_at and t.finished_at else "-")
+        out.print(f"  {t.name.removeprefix('mediatasks.'):<13} {t.queue or '-':<4} "
+                  f"{t.state:<8} {took:>7}  retries {t.retries}  {t.worker or '-'}"
+                  + (f"  {t.error}" if t.error else ""))
+
+
+@cli.command()
+def probe(source: InputArg, as_json: JsonOpt = False) -> None:
+    """What mediatasks knows about SOURCE."""
+    from mediatasks.steps.probe import probe as probe_file
+
+    result: ProbeResult = probe_file(source, ffprobe=get_settings().ffprobe)
+    if as_json:
+        print(result.model_dump_json())
+        return
+    v = result.video
+    out.print(f"{result.path}: {result.format_name}, {result.duration or 0:.3f}s")
+    out.print(f"  video #{v.index}: {v.codec_name} {v.width}x{v.height} {v.pix_fmt} "
+              f"r={v.r_frame_rate} avg={v.avg_frame_rate} tb={v.time_base} "
+              f"{'VFR' if v.is_vfr else 'CFR'}, {v.frame_count} frames, "
+              f"{len(v.keyframes)} keyframes")
+    for s in result.streams:
+        if s.index != v.index:
+            out.print(f"  {s.codec_type} #{s.index}: {s.codec_name} {s.language or ''}")
+    if result.chapters:
+        out.print(f"  {len(result.chapters)} chapters")
+
+
+def main() -> None:
+    """Entry point: turn every error into one line on stderr and an exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        rc = cli(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except MediatasksError as exc:
+        err.print(f"mediatasks: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("mediatasks: interrupted", markup=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, EOFError):
+        sys.exit(130)
+    except Exception as exc:  # usage errors and anything unexpected: still one line
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's (typer's)
+            err.print(f"mediatasks: error: {' '.join(exc.format_message().split())}",
+                      markup=False, highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        err.print(f"mediatasks: internal error: {type(exc).__name__}: {exc}", markup=False,
+                  highlight=False, soft_wrap=True)
+        sys.exit(70)

@@ -1,0 +1,206 @@
+"""Reading and writing the job history: one row per job, one per task."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from mediatasks.history.schema import jobs, migrate, tasks
+from mediatasks.models import JobSpec
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def default_url() -> str:
+    """SQLite in the user's state directory."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                             "state")
+    path = Path(base) / "mediatasks" / "history.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        # Several worker processes write at once: WAL and a generous busy timeout.
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskRecord(BaseModel):
+    """One task of a job, as `jobs show` prints it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    queue: str | None
+    worker: str | None
+    state: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    retries: int
+    error: str | None
+
+
+class JobRecord(BaseModel):
+    """One job, as `jobs list` and `jobs show` print it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    status: JobStatus
+    input: str
+    output: str
+    settings: dict[str, Any]
+    error: str | None
+    result_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    chunks: int | None
+    frames_in: int | None
+    frames_out: int | None
+    size_in: int | None
+    size_out: int | None
+    tasks: tuple[TaskRecord, ...] = ()
+
+
+class History:
+    """The job history at ``url`` (SQLite by default, PostgreSQL by URL); migrated on open."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        self.engine = _engine(self.url)
+        migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def job_submitted(self, spec: JobSpec, *, chunks: int | None = None,
+                      result_id: str | None = None) -> None:
+        size_in = os.path.getsize(spec.input) if os.path.exists(spec.input) else None
+        with self.engine.begin() as conn:
+            if conn.execute(select(jobs.c.id).where(jobs.c.id == spec.job_id)).first():
+                return
+            conn.execute(jobs.insert().values(
+                id=spec.job_id, input=spec.input, output=spec.output,
+                settings=spec.model_dump_json(), status="queued",
+                created_at=_now(), chunks=chunks, size_in=size_in, result_id=result_id))
+
+    def _ensure_job(self, conn: Any, job_id: str) -> None:
+        if not conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first():
+            conn.execute(jobs.insert().values(id=job_id, input="", output="", settings="{}",
+                                              status="queued", created_at=_now()))
+
+    def task_started(self, task_id: str, job_id: str, *, name: str, queue: str | None,
+                     worker: str | None) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            self._ensure_job(conn, job_id)
+            this = (tasks.c.id == task_id) & (tasks.c.name == name)
+            row = conn.execute(select(tasks.c.id).where(this)).first()
+            if row:
+                conn.execute(tasks.update().where(this).values(
+                    state="STARTED", worker=worker, queue=queue, started_at=now,
+                    finished_at=None))
+            else:
+                conn.execute(tasks.insert().values(
+                    id=task_id, job_id=job_id, name=name, queue=queue, worker=worker,
+                    state="STARTED", started_at=now, retries=0))
+            conn.execute(jobs.update().where(jobs.c.id == job_id)
+                         .where(jobs.c.status == "queued")
+                         .values(status="running", started_at=now))
+
+    def task_retried(self, task_id: str, *, name: str, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(tasks.update().where((tasks.c.id == task_id) & (tasks.c.name == name))
+                         .values(state="RETRY", retries=tasks.c.retries + 1, error=error))
+
+    def task_finished(self, task_id: str, *, name: str, state: str,
+                      error: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(tasks.update().where((tasks.c.id == task_id) & (tasks.c.name == name))
+                         .values(state=state, error=error, finished_at=_now()))
+
+    def job_finished(self, job_id: str, status: JobStatus, *, error: str | None = None,
+                     **fields: Any) -> None:
+        """Mark the job done; the first terminal status wins (a chunk's failure, not its echo)."""
+        allowed = {"chunks", "frames_in", "frames_out", "size_out"}
+        with self.engine.begin() as conn:
+            self._ensure_job(conn, job_id)
+            conn.execute(jobs.update().where(jobs.c.id == job_id)
+                         .where(jobs.c.status.not_in(TERMINAL))
+                         .values(status=status, error=error, finished_at=_now(),
+                                 **{k: v for k, v in fields.items() if k in allowed}))
+
+    def job_resubmitted(self, job_id: str, *, result_id: str | None) -> None:
+        """A failed or cancelled job queued again (`mediatasks retry`)."""
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                status="queued", error=None, started_at=None, finished_at=None,
+                result_id=result_id, frames_out=None, size_out=None))
+
+    def job_planned(self, job_id: str, *, chunks: int, frames: int) -> None:
+        with self.engine.begin() as conn:
+            self._ensure_job(conn, job_id)
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                chunks=chunks, frames_in=frames))
+
+    # -- reads --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(row: Any, task_rows: list[Any]) -> JobRecord:
+        m = row._mapping
+        return JobRecord(
+            job_id=m["id"], status=m["status"], input=m["input"], output=m["output"],
+            settings=json.loads(m["settings"] or "{}"), error=m["error"],
+            result_id=m["result_id"], created_at=m["created_at"], started_at=m["started_at"],
+            finished_at=m["finished_at"], chunks=m["chunks"], frames_in=m["frames_in"],
+            frames_out=m["frames_out"], size_in=m["size_in"], size_out=m["size_out"],
+            tasks=tuple(TaskRecord(id=t.id, name=t.name, queue=t.queue, worker=t.worker,
+                                   state=t.state, started_at=t.started_at,
+                                   finished_at=t.finished_at, retries=t.retries, error=t.error)
+                        for t in task_rows))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return None
+            task_rows = list(conn.execute(select(tasks).where(tasks.c.job_id == job_id)
+                                          .order_by(tasks.c.started_at)))
+            return self._job(row, task_rows)
+
+    def list(self, *, status: str | None = None, limit: int = 100) -> list[JobRecord]:
+        query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(jobs.c.status == status)
+        with self.engine.connect() as conn:
+            return [self._job(row, []) for row in conn.execute(query)]

@@ -1,0 +1,137 @@
+"""Encoder profiles: the one place that knows which queue an encoder runs on and how to ask it for
+quality, speed, closed GOPs and interlacing."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+from mediatasks.errors import InvalidOptions
+from mediatasks.models import EncodeOptions, VideoInfo
+
+HARDWARE_SUFFIXES = ("_nvenc", "_qsv", "_vaapi", "_videotoolbox", "_amf", "_v4l2m2m", "_mf",
+                     "_rkmpp", "_omx")
+LOSSLESS = {"ffv1", "huffyuv", "ffvhuff", "utvideo", "magicyuv", "rawvideo", "png", "qtrle",
+            "libx264rgb"}
+_CRF = {"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1",
+        "libxavs2", "libvvenc"}
+
+QUEUES = ("cpu", "gpu", "io")
+
+
+def is_hardware(encoder: str) -> bool:
+    return encoder.endswith(HARDWARE_SUFFIXES)
+
+
+def queue_for(encoder: str) -> str:
+    """The queue an encode with ``encoder`` is routed to: hardware encoders go to ``gpu``."""
+    return "gpu" if is_hardware(encoder) else "cpu"
+
+
+def vaapi_device() -> str:
+    return os.environ.get("MEDIATASKS_VAAPI_DEVICE", "/dev/dri/renderD128")
+
+
+def upload_filters(encoder: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Filters (name, args) that hand frames to the encoder's device: VAAPI takes only device
+    frames; NVENC and QSV accept frames in system memory."""
+    return [("format", ("nv12",)), ("hwupload", ())] if encoder.endswith("_vaapi") else []
+
+
+def device_args(encoder: str) -> list[str]:
+    """Global options an encoder needs before its input (the VAAPI device)."""
+    return ["-vaapi_device", vaapi_device()] if encoder.endswith("_vaapi") else []
+
+
+def quality_args(opts: EncodeOptions) -> list[str]:
+    """-crf/-preset translated to what the encoder understands."""
+    enc = opts.video_codec
+    args: list[str] = []
+    if opts.crf is not None:
+        q = f"{opts.crf:g}"
+        if enc in LOSSLESS:
+            raise InvalidOptions(f"--crf does not apply to {enc}, which is lossless",
+                                 hint="leave out --crf")
+        if enc in _CRF:
+            args += ["-crf", q]
+            if enc in {"libvpx", "libvpx-vp9", "libaom-av1"}:
+                args += ["-b:v", "0"]
+        elif enc.endswith("_nvenc"):
+            args += ["-rc", "vbr", "-cq", q, "-b:v", "0"]
+        elif enc.endswith("_qsv"):
+            args += ["-global_quality", q]
+        elif enc.endswith("_vaapi"):
+            args += ["-rc_mode", "CQP", "-qp", q]
+        elif enc.endswith("_amf"):
+            args += ["-rc", "cqp", "-qp_i", q, "-qp_p", q]
+        else:
+            args += ["-q:v", q]
+    if opts.preset:
+        args += ["-preset", opts.preset]
+    return args
+
+
+def _x265_hdr(video: VideoInfo) -> str | None:
+    """x265's master-display/max-cll strings from ffprobe's HDR side data."""
+    m = video.mastering
+    if m is None or not (m.red and m.green and m.blue and m.white_point):
+        return None
+
+    def chroma(pair: tuple[str, str]) -> str:
+        return ",".join(str(round(Fraction(v) * 50000)) for v in pair)
+
+    parts = ["hdr10=1", "repeat-headers=1"]
+    if m.max_luminance and m.min_luminance:
+        lum = f"L({round(Fraction(m.max_luminance) * 10000)},{round(Fraction(m.min_luminance) * 10000)})"
+        parts.append(f"master-display=G({chroma(m.green)})B({chroma(m.blue)})R({chroma(m.red)})"
+                     f"WP({chroma(m.white_point)}){lum}")
+    if m.max_content is not None:
+        parts.append(f"max-cll={m.max_content},{m.max_average or 0}")
+    return ":".join(parts)
+
+
+def stream_args(opts: EncodeOptions, video: VideoInfo) -> list[str]:
+    """Closed GOPs, interlacing, color and HDR metadata carried into the encoded stream."""
+    enc = opts.video_codec
+    user = dict(opts.video_opts)
+    args: list[str] = []
+    flags = ["+cgop"]
+    if video.interlaced and enc in {"libx264", "mpeg2video", "mpeg4", "h264_nvenc", "h264_qsv"}:
+        flags += ["+ildct", "+ilme"]
+    if "flags" not in user:
+        args += ["-flags:v", "".join(flags)]
+    if video.interlaced and video.field_order:
+        args += ["-field_order:v", video.field_order]
+    args += color_args(video)
+    if enc == "libx265":
+        params = ["open-gop=0"]
+        hdr = _x265_hdr(video)
+        if hdr:
+            params.append(hdr)
+        if "x265-params" in user:
+            params.append(user["x265-params"])
+        args += ["-x265-params", ":".join(params)]
+    return args
+
+
+def color_args(video: VideoInfo) -> list[str]:
+    """Color description flags: written by the encoder, and restored on stream copy."""
+    args: list[str] = []
+    for flag, value in (("-color_primaries:v", video.color_primaries),
+                        ("-color_trc:v", video.color_transfer),
+                        ("-colorspace:v", video.color_space),
+                        ("-color_range:v", video.color_range)):
+        if value and value not in {"unknown", "reserved"}:
+            args += [flag, value]
+    return args
+
+
+def user_args(opts: EncodeOptions) -> list[str]:
+    """--video-opt KEY=VALUE pairs, as '-KEY:v VALUE' (x265-params is merged in stream_args)."""
+    args: list[str] = []
+    for key, value in opts.video_opts:
+        if opts.video_codec == "libx265" and key == "x265-params":
+            continue
+        flag = key if ":" in key else f"{key}:v"
+        args += [f"-{flag}", value]
+    return args

@@ -1,0 +1,277 @@
+"""The one door to subprocesses.
+
+Every ffmpeg, ffprobe, redis-server and worker process starts here. Each child gets its own
+process group (so a whole pipeline can be killed at once; a Celery revoke kills only the pool
+process, never its children) and, on Linux, a parent-death signal so that a killed worker does
+not leave ffmpeg running. The argv is logged with ``shlex.join``; nothing ever runs through a shell.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from mediatasks.diagnose import failure_for
+from mediatasks.errors import JobCancelled, MediatasksError, ToolNotFound
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[str, str]], None]
+
+_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished process: its argv, exit status and the tails of its output."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr_tail: tuple[str, ...]
+    seconds: float
+
+
+@dataclass
+class _Reader:
+    stream: IO[str]
+    keep_all: bool
+    lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_TAIL_LINES))
+    everything: list[str] = field(default_factory=list)
+    on_line: Callable[[str], None] | None = None
+
+    def __call__(self) -> None:
+        for raw in self.stream:
+            line = raw.rstrip("\r\n")
+            if self.keep_all:
+                self.everything.append(line)
+            else:
+                self.lines.append(line)
+            if self.on_line is not None:
+                self.on_line(line)
+
+
+def media_url(path: str | Path) -> str:
+    """An absolute path ffmpeg reads as a plain file, whatever its name (':', leading '-')."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def _set_pdeathsig() -> None:
+    """Runs in the child between fork and exec: die with the parent (Linux only)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _popen(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | Path | None,
+    stdout: int | IO[bytes] | None,
+    stderr: int | IO[bytes] | None,
+    die_with_parent: bool,
+) -> subprocess.Popen[str]:
+    log.info("run: %s", shlex.join(argv))
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_set_pdeathsig if die_with_parent else None,
+        )
+    except FileNotFoundError as exc:
+        raise ToolNotFound(
+            f"{argv[0]} is not installed or not on PATH",
+            hint="install it (Debian/Ubuntu: apt-get install ffmpeg redis-server) or run 'make demo'",
+        ) from exc
+
+
+def exec_replace(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Become ``argv`` (``mediatasks worker`` becomes ``celery worker``); never returns."""
+    log.info("exec: %s", shlex.join(argv))
+    os.execvpe(argv[0], list(argv), dict(env))
+
+
+def kill_group(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+    """Signal the whole process group of ``proc`` (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    subject: str | Path | None = None,
+    timeout: float | None = None,
+    stall_timeout: float | None = None,
+    on_progress: ProgressFn | None = None,
+    keep_stdout: bool = False,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Completed:
+    """Run ``argv`` to completion.
+
+    Args:
+        check: raise the classified error (see ``diagnose.failure_for``) on a non-zero exit.
+        subject: the file the command works on, named in errors.
+        timeout: kill the process group after this many seconds.
+        stall_timeout: with ``on_progress``, kill when no progress block arrives for this long.
+        on_progress: called with each ``-progress`` block (ffmpeg writes them to stdout).
+        keep_stdout: return all of stdout (for ffprobe); otherwise only progress is parsed.
+        should_stop: polled about once a second; True kills the process group (a cancel).
+
+    Raises:
+        JobCancelled: ``should_stop`` said so.
+        ToolNotFound, TransientError, PermanentError: as classified from the exit and stderr.
+    """
+    started = time.monotonic()
+    last_progress = [started]
+    block: dict[str, str] = {}
+
+    def progress_line(line: str) -> None:
+        key, sep, value = line.partition("=")
+        if not sep:
+            return
+        block[key.strip()] = value.strip()
+        if key.strip() == "progress":
+            last_progress[0] = time.monotonic()
+            if on_progress is not None:
+                try:
+                    on_progress(dict(block))
+                except Exception:  # progress reporting must never break an encode
+                    log.exception("progress callback failed")
+            block.clear()
+
+    proc = _popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                  die_with_parent=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = _Reader(proc.stdout, keep_all=keep_stdout,
+                  on_line=progress_line if on_progress is not None else None)
+    err = _Reader(proc.stderr, keep_all=False)
+    threads = [threading.Thread(target=r, daemon=True) for r in (out, err)]
+    for t in threads:
+        t.start()
+    reason: str | None = None
+    cancelled = False
+    last_check = started
+    try:
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+                if should_stop is not None and now - last_check >= 1.0:
+                    last_check = now
+                    if should_stop():
+                        cancelled = True
+                        kill_group(proc)
+                        proc.wait()
+                        break
+                if timeout is not None and now - started > timeout:
+                    reason = f"timed out after {timeout:.0f}s"
+                elif (stall_timeout is not None and on_progress is not None
+                      and now - last_progress[0] > stall_timeout):
+                    reason = f"stalled: no progress for {stall_timeout:.0f}s"
+                if reason:
+                    log.warning("killing %s: %s", argv[0], reason)
+                    kill_group(proc)
+    except BaseException:
+        # SoftTimeLimitExceeded, KeyboardInterrupt, a cancel: never leave ffmpeg behind.
+        kill_group(proc)
+        proc.wait()
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=5)
+        proc.stdout.close()
+        proc.stderr.close()
+    if cancelled:
+        raise JobCancelled(f"{Path(argv[0]).name} stopped: the job was cancelled", path=subject)
+    done = Completed(
+        argv=tuple(argv),
+        returncode=proc.returncode,
+        stdout="\n".join(out.everything) if keep_stdout else "",
+        stderr_tail=tuple(err.lines),
+        seconds=time.monotonic() - started,
+    )
+    if check and (proc.returncode != 0 or reason):
+        raise failure_for(done.argv, done.returncode, done.stderr_tail, subject=subject,
+                          reason=reason)
+    return done
+
+
+@dataclass
+class Service:
+    """A long-running child (redis-server, a celery worker) with its log file."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group, wait ``grace`` seconds, then kill it."""
+        if self.proc.poll() is None:
+            kill_group(self.proc, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace)
+        # Children of the group (pool processes, ffmpeg) may outlive the leader.
+        kill_group(self.proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+
+
+def spawn(name: str, argv: Sequence[str], *, log_path: Path,
+          env: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> Service:
+    """Start a long-running service whose output goes to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as sink:
+        proc = _popen(argv, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                      die_with_parent=True)
+    return Service(name=name, proc=proc, log_path=log_path)
+
+
+@contextlib.contextmanager
+def services() -> Iterator[list[Service]]:
+    """A list of services that are all stopped when the block ends, however it ends."""
+    started: list[Service] = []
+    try:
+        yield started
+    finally:
+        for svc in reversed(started):
+            try:
+                svc.stop()
+            except MediatasksError:
+                log.exception("stopping %s failed", svc.name)

@@ -1,0 +1,62 @@
+"""The one typed settings object, read from ``MEDIATASKS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_work_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mediatasks" / "work"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the environment variable named after each field."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIATASKS_", frozen=True, extra="ignore")
+
+    broker_url: str = "redis://localhost:6379/0"
+    result_backend: str | None = None
+    # Job history: SQLite in the user's state directory when unset; postgresql://… at scale.
+    database_url: str | None = None
+    work_dir: Path = Field(default_factory=_default_work_dir)
+
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    redis_server: str = "redis-server"
+
+    # A worker on the gpu queue test-encodes each hardware encoder at start-up (a few seconds).
+    hardware_survey: bool = True
+    visibility_timeout: int = Field(default=14400, ge=10)
+    chunk_seconds: float = Field(default=30.0, gt=0)
+    min_chunk_frames: int = Field(default=12, ge=1)
+    # An encode that reports no progress for this long is killed and retried.
+    stall_timeout: float = Field(default=300.0, gt=0)
+    task_soft_time_limit: int = Field(default=4 * 3600, ge=10)
+    task_time_limit: int = Field(default=4 * 3600 + 300, ge=10)
+    max_retries: int = Field(default=4, ge=0)
+    retry_backoff: int = Field(default=10, ge=1)
+    retry_backoff_max: int = Field(default=600, ge=1)
+    result_expires: int = Field(default=3 * 24 * 3600, ge=60)
+
+    @field_validator("work_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        if isinstance(value, str):
+            return Path(os.path.expanduser(value))
+        return value
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

@@ -1,0 +1,104 @@
+"""publish: the verified output to its final path, atomically, never replacing a file unasked.
+
+Same filesystem: rename. Across filesystems: copy to a temp name beside the target, fsync, then
+rename. Without --overwrite the final step is a hard link, which fails if the target appeared
+meanwhile, so a file that exists is never replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from mediatasks.errors import DiskFull, InvalidOptions, OutputExists
+
+
+def temp_path(output: Path, job_id: str) -> Path:
+    """The temp name a job's output has in the target directory before its final rename."""
+    return output.with_name(f".{output.name}.{job_id}.part")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_output(output: Path, *, overwrite: bool, source: Path | None = None) -> None:
+    """Refuse an output we must not or cannot write.
+
+    Raises:
+        OutputExists, InvalidOptions.
+    """
+    if source is not None and output.exists() and source.exists() and output.samefile(source):
+        raise InvalidOptions("the output is the input file", path=output,
+                             hint="choose another output path")
+    if source is not None and output.resolve() == source.resolve():
+        raise InvalidOptions("the output is the input file", path=output,
+                             hint="choose another output path")
+    if output.exists() and not overwrite:
+        raise OutputExists("already exists", path=output, hint="pass --overwrite to replace it")
+    if output.is_dir():
+        raise InvalidOptions("is a directory", path=output, hint="give an output file name")
+    parent = output.parent
+    if not parent.is_dir():
+        raise InvalidOptions("the output directory does not exist", path=output,
+                             hint=f"create {parent} first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidOptions("the output directory is not writable", path=output,
+                             hint="choose a directory you can write to")
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1024 * 1024)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
+    """Move ``built`` to ``output``.
+
+    Raises:
+        OutputExists: the output exists and ``overwrite`` is false.
+        DiskFull: no space at the output (the temp file is removed).
+    """
+    check_output(output, overwrite=overwrite)
+    tmp = temp_path(output, job_id)
+    try:
+        try:
+            os.rename(built, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy(built, tmp)
+        if overwrite:
+            os.replace(tmp, output)
+        else:
+            try:
+                os.link(tmp, output)
+            except FileExistsError as exc:
+                raise OutputExists("already exists", path=output,
+                                   hint="pass --overwrite to replace it") from exc
+            except OSError:  # no hard links here (some network filesystems)
+                if output.exists():
+                    raise OutputExists("already exists", path=output,
+                                       hint="pass --overwrite to replace it") from None
+                os.rename(tmp, output)
+        _fsync_dir(output.parent)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull("no space left for the output", path=output,
+                           hint="free space at the output") from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output

@@ -1,0 +1,134 @@
+"""verify: the muxed output holds every source frame at its source time, and every stream kept.
+
+Failing verification fails the job; nothing is published.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from mediatasks import runner
+from mediatasks.errors import VerificationFailed
+from mediatasks.isobmff import IDENTITY, parse_ffprobe_matrix
+from mediatasks.models import JobPlan, parse_rational
+from mediatasks.steps.probe import count_packets, frame_timestamps
+
+# Every frame keeps its presentation time within 1 ms (plus half a tick of a ms-based container).
+PTS_TOLERANCE = Fraction(3, 2000)
+AV_OFFSET_TOLERANCE = 0.05
+
+
+def _streams(path: Path, ffprobe: str) -> list[dict[str, Any]]:
+    done = runner.run([ffprobe, "-v", "error", "-hide_banner", "-of", "json", "-show_streams",
+                       runner.media_url(path)], subject=path, keep_stdout=True, timeout=600)
+    streams: list[dict[str, Any]] = json.loads(done.stdout or "{}").get("streams", [])
+    return streams
+
+
+def expected_streams(plan: JobPlan) -> Counter[str]:
+    want: Counter[str] = Counter(video=1)
+    want["audio"] = len(plan.source.of_type("audio"))
+    want["subtitle"] = sum(1 for a in plan.subtitles if a.action != "drop")
+    if plan.keep_attachments:
+        want["attachment"] = len(plan.source.of_type("attachment"))
+    return +want
+
+
+def _relative_seconds(pts: list[int], tb: Fraction) -> list[Fraction]:
+    return [(p - pts[0]) * tb for p in pts] if pts else []
+
+
+def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
+           source_pts: list[int] | None = None, ffprobe: str = "ffprobe") -> int:
+    """Check ``output`` against the plan and the source; return its frame count.
+
+    Args:
+        source_pts: every source frame's pts, if already read (else read here).
+
+    Raises:
+        VerificationFailed: a frame, a stream or a timestamp is missing or wrong.
+    """
+    subject = plan.spec.input
+    exact = not plan.source.video.split_blocker
+    streams = _streams(output, ffprobe)
+    videos = [s for s in streams if s.get("codec_type") == "video"]
+    if not videos:
+        raise VerificationFailed("the output has no video stream", path=subject)
+    out_pts = frame_timestamps(output, int(videos[0]["index"]), ffprobe=ffprobe) if exact else None
+    frames = len(out_pts) if out_pts is not None else count_packets(output, ffprobe=ffprobe)
+    want_frames = plan.frame_count if exact else frames_encoded
+    if frames != want_frames:
+        raise VerificationFailed(f"the output has {frames} video frames, the source {want_frames}",
+                                 path=subject)
+    have = Counter(str(s.get("codec_type")) for s in streams)
+    for kind, n in expected_streams(plan).items():
+        if have[kind] < n:
+            raise VerificationFailed(f"the output has {have[kind]} {kind} stream(s), expected {n}",
+                                     path=subject)
+    video = videos[0]
+    src_size = (plan.source.video.width, plan.source.video.height)
+    out_size = (int(video.get("width") or 0), int(video.get("height") or 0))
+    if out_size != src_size:
+        raise VerificationFailed(f"the output is {out_size[0]}x{out_size[1]}, the source "
+                                 f"{src_size[0]}x{src_size[1]}", path=subject,
+                                 hint="this encoder cannot keep the size; use ffv1 or another")
+    _check_rotation(plan, video, subject)
+    if out_pts is not None:
+        src = plan.source.video
+        if source_pts is None:
+            source_pts = frame_timestamps(plan.source.path, src.index, ffprobe=ffprobe)
+        src_t = _relative_seconds(source_pts, src.tb)
+        out_tb = parse_rational(video.get("time_base")) or Fraction(1, 1000)
+        out_t = _relative_seconds(out_pts, out_tb)
+        if len(src_t) != len(out_t):
+            raise VerificationFailed(f"the output has {len(out_t)} timestamps, the source "
+                                     f"{len(src_t)}", path=subject)
+        worst = max((abs(a - b) for a, b in zip(src_t, out_t, strict=True)), default=Fraction(0))
+        if worst > PTS_TOLERANCE:
+            i = next(i for i, (a, b) in enumerate(zip(src_t, out_t, strict=True))
+                     if abs(a - b) == worst)
+            raise VerificationFailed(
+                f"frame {i} is shown at {float(out_t[i]):.4f}s instead of {float(src_t[i]):.4f}s",
+                path=subject)
+    _check_av_offset(plan, streams, subject)
+    return frames
+
+
+def _check_rotation(plan: JobPlan, video: dict[str, Any], subject: str) -> None:
+    """An MP4/MOV output shows the picture turned as the source was."""
+    want = plan.source.video.display_matrix
+    if not want or want == IDENTITY or plan.output_format not in {"mp4", "mov"}:
+        return
+    have = next((parse_ffprobe_matrix(str(sd["displaymatrix"]))
+                 for sd in video.get("side_data_list") or [] if "displaymatrix" in sd), None)
+    if have != want:
+        raise VerificationFailed("the output lost the source's rotation", path=subject)
+
+
+def _check_av_offset(plan: JobPlan, streams: list[dict[str, Any]], subject: str) -> None:
+    """Audio starts where it started relative to the video (a desync check, not a timestamp one)."""
+    src_audio = plan.source.of_type("audio")
+    out_audio = [s for s in streams if s.get("codec_type") == "audio"]
+    video = next(s for s in streams if s.get("codec_type") == "video")
+    if not src_audio or not out_audio or plan.source.video.start_pts is None:
+        return
+    src_starts = plan.source.stream_starts
+    a_idx = src_audio[0].index
+    if a_idx not in src_starts or plan.source.video.index not in src_starts:
+        return
+    try:
+        out_off = float(out_audio[0]["start_time"]) - float(video["start_time"])
+    except (KeyError, TypeError, ValueError):
+        return
+    v = plan.source.video
+    # The first frame kept, not ffprobe's stream start (which counts undecodable leading frames).
+    v_start = (float(v.start_pts * v.tb) if v.start_pts is not None and not v.split_blocker
+               else src_starts[v.index])
+    src_off = src_starts[a_idx] - v_start
+    if abs(out_off - src_off) > AV_OFFSET_TOLERANCE:
+        raise VerificationFailed(f"audio starts {out_off:+.3f}s from the video, the source "
+                                 f"{src_off:+.3f}s", path=subject)

@@ -1,0 +1,234 @@
+"""Celery tasks: thin views over the steps. Each validates its input, calls one step and returns a
+small JSON result (paths and counts, never media)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+
+from mediatasks.celery_app import app
+from mediatasks.errors import (
+    HardwareUnavailable,
+    JobCancelled,
+    JobFailed,
+    MediatasksError,
+    PermanentError,
+    TransientError,
+)
+from mediatasks.jobstate import JobState
+from mediatasks.models import (
+    AudioResult,
+    ChunkResult,
+    JobPlan,
+    JobResult,
+    JobSpec,
+    ProbeResult,
+    StepResult,
+)
+from mediatasks.profiles import is_hardware
+from mediatasks.settings import get_settings
+from mediatasks.steps import audio as audio_step
+from mediatasks.steps import concat as concat_step
+from mediatasks.steps import encode as encode_step
+from mediatasks.steps import mux as mux_step
+from mediatasks.steps import plan as plan_step
+from mediatasks.steps import probe as probe_step
+from mediatasks.steps import publish as publish_step
+from mediatasks.steps import verify as verify_step
+from mediatasks.workers import check_encoder_here
+
+_settings = get_settings()
+
+
+def describe(exc: BaseException, task: str) -> str:
+    """One line for the user: our errors speak for themselves; anything else is a bug."""
+    if isinstance(exc, MediatasksError):
+        return str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"{task} ran past its time limit (MEDIATASKS_TASK_SOFT_TIME_LIMIT)"
+    return " ".join(f"internal error in {task}: {type(exc).__name__}: {exc}".split())
+
+
+def job_dir(job_id: str) -> Path:
+    return get_settings().work_dir / job_id
+
+
+def job_state(job_id: str) -> JobState:
+    return JobState(app.backend, job_id)
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """Base of every pipeline task: transient errors retry with backoff, the first error is kept."""
+
+    autoretry_for = (TransientError,)
+    dont_autoretry_for = (PermanentError,)
+    retry_backoff = _settings.retry_backoff
+    retry_backoff_max = _settings.retry_backoff_max
+    retry_jitter = True
+    max_retries = _settings.max_retries
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            spec = kwargs.get("spec")
+            if isinstance(spec, dict) and job_state(str(spec.get("job_id"))).cancelled():
+                # A cancelled job's queued tasks end here, before doing anything.
+                raise JobCancelled("the job was cancelled", path=spec.get("input"))
+            return super().__call__(*args, **kwargs)
+        except (Ignore, Retry):  # Task.replace, or a retry still to come
+            raise
+        except BaseException as exc:
+            # Before Celery stores the FAILURE, so a follower that sees it also sees why.
+            self._record(exc, kwargs)
+            raise
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        self._record(exc, kwargs)
+
+    def _record(self, exc: BaseException, kwargs: Any) -> None:
+        spec = (kwargs or {}).get("spec") or {}
+        job_id = spec.get("job_id") if isinstance(spec, dict) else None
+        if job_id:
+            with contextlib.suppress(Exception):  # the backend may be the thing that failed
+                job_state(job_id).record_error(describe(exc, self.name))
+
+
+def _spec(spec: dict[str, Any]) -> JobSpec:
+    return JobSpec.model_validate(spec)
+
+
+def _plan(spec: JobSpec) -> JobPlan:
+    try:
+        return plan_step.load_plan(job_dir(spec.job_id))
+    except FileNotFoundError:
+        # The job failed elsewhere and its files are gone: this task has nothing left to do.
+        raise JobFailed("the job has already failed or was cleaned up; this task is skipped",
+                        path=spec.input) from None
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.probe")
+def probe(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
+    s = _spec(spec)
+    return probe_step.probe(s.input, ffprobe=_settings.ffprobe).model_dump(mode="json")
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.plan")
+def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -> None:
+    """Plan the chunks, then replace this task with the chord of encodes; the chain goes on."""
+    from mediatasks import workflow
+
+    s = _spec(spec)
+    source = ProbeResult.model_validate(probe_result)
+    frame_pts = None
+    if not source.video.split_blocker:
+        frame_pts = probe_step.frame_timestamps(s.input, source.video.index,
+                                                ffprobe=_settings.ffprobe)
+    jp = plan_step.plan_job(source, s, chunk_seconds=_settings.chunk_seconds,
+                            min_chunk_frames=_settings.min_chunk_frames, frame_pts=frame_pts)
+    plan_step.save_plan(jp, job_dir(s.job_id))
+    if frame_pts is not None:
+        plan_step.save_frames(frame_pts, job_dir(s.job_id))
+    job_state(s.job_id).record_plan(len(jp.chunks), jp.frame_count, jp.queue, list(jp.warnings))
+    self.replace(workflow.encode_chord(jp))
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.encode_chunk")
+def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str, Any]:
+    s = _spec(spec)
+    jp = _plan(s)
+    chunk = jp.chunks[index]
+    state = job_state(s.job_id)
+    if is_hardware(s.options.video_codec):
+        check_encoder_here(s.options.video_codec, self.request.hostname)
+
+    def progress(frames: int, fps: float) -> None:
+        if state.report(index, frames, fps):
+            # Flower shows task events, not result meta: progress goes out as an event too.
+            with contextlib.suppress(Exception):
+                self.send_event("task-progress", job_id=s.job_id, chunk=index, frames=frames,
+                                total=chunk.frames, fps=fps)
+
+    try:
+        result = encode_step.encode_chunk(
+            jp, chunk, job_dir(s.job_id), ffmpeg=_settings.ffmpeg, ffprobe=_settings.ffprobe,
+            stall_timeout=_settings.stall_timeout,
+            on_progress=progress,
+            should_stop=state.cancelled)
+    except HardwareUnavailable as exc:
+        raise HardwareUnavailable(
+            f"{s.options.video_codec} cannot run on worker {self.request.hostname}: "
+            f"{exc.detail}", hint="run gpu workers only where the encoder works") from exc
+    state.report(index, result.frames, 0.0, done=True)
+    return {"chunk": result.model_dump(mode="json")}
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.encode_audio")
+def encode_audio(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
+    s = _spec(spec)
+    result = audio_step.encode_audio(_plan(s), job_dir(s.job_id), ffmpeg=_settings.ffmpeg)
+    return {"audio": result.model_dump(mode="json")}
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.concat")
+def concat(self: JobTask, parts: list[dict[str, Any]], *, spec: dict[str, Any]) -> dict[str, Any]:
+    s = _spec(spec)
+    chunks = [ChunkResult.model_validate(p["chunk"]) for p in parts if "chunk" in p]
+    audio = [AudioResult.model_validate(p["audio"]) for p in parts if "audio" in p]
+    video = concat_step.concat(_plan(s), chunks, job_dir(s.job_id), ffmpeg=_settings.ffmpeg,
+                               ffprobe=_settings.ffprobe)
+    return {"video": video.model_dump(mode="json"),
+            "audio": (audio[0] if audio else AudioResult(path=None, streams=0)).model_dump(
+                mode="json"),
+            "reused": sum(1 for c in chunks if c.reused)}
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.mux")
+def mux(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
+    s = _spec(spec)
+    jp = _plan(s)
+    video = StepResult.model_validate(prev["video"])
+    audio = AudioResult.model_validate(prev["audio"])
+    out = job_dir(s.job_id) / f"output{Path(s.output).suffix.lower()}"
+    muxed = mux_step.mux(jp, Path(video.path), audio, out, ffmpeg=_settings.ffmpeg,
+                         ffprobe=_settings.ffprobe)
+    return {"output": muxed.path, "frames_encoded": video.frames, "reused": prev.get("reused", 0)}
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.verify")
+def verify(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
+    s = _spec(spec)
+    jp = _plan(s)
+    frames = verify_step.verify(jp, Path(prev["output"]), frames_encoded=prev["frames_encoded"],
+                                source_pts=plan_step.load_frames(job_dir(s.job_id)),
+                                ffprobe=_settings.ffprobe)
+    frames_in = jp.frame_count if not jp.source.video.split_blocker else prev["frames_encoded"]
+    return {"output": prev["output"], "frames_in": frames_in, "frames_out": frames,
+            "reused": prev.get("reused", 0)}
+
+
+@app.task(base=JobTask, bind=True, name="mediatasks.publish")
+def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
+    s = _spec(spec)
+    jp = _plan(s)
+    publish_step.publish(Path(prev["output"]), Path(s.output), job_id=s.job_id,
+                         overwrite=s.overwrite)
+    shutil.rmtree(job_dir(s.job_id), ignore_errors=True)
+    return JobResult(job_id=s.job_id, status="succeeded", output=s.output,
+                     frames_in=prev["frames_in"], frames_out=prev["frames_out"],
+                     chunks=len(jp.chunks), chunks_reused=prev.get("reused", 0),
+                     warnings=jp.warnings).model_dump(mode="json")
+
+
+@app.task(bind=True, name="mediatasks.cleanup")
+def cleanup(self: Task, *args: Any, job_id: str) -> None:
+    """Errback of every job: a cancelled job's files all go; a failed job keeps only its verified
+    chunks, for `mediatasks retry` to reuse."""
+    if job_state(job_id).cancelled():
+        shutil.rmtree(job_dir(job_id), ignore_errors=True)
+    else:
+        encode_step.remove_all_but_verified_chunks(job_dir(job_id))

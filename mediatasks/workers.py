@@ -1,0 +1,53 @@
+"""Worker start-up: a worker that consumes the ``gpu`` queue surveys its hardware encoders.
+
+The result is logged, kept in the result backend under ``mediatasks-worker-<hostname>``, and
+kept in this process (pool children inherit it), so an encode with an encoder that cannot work
+on this worker fails at once with the reason, instead of running ffmpeg into a retry loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery.signals import celeryd_after_setup
+
+from mediatasks.errors import HardwareUnavailable
+
+log = logging.getLogger(__name__)
+
+# encoder -> None (works) or the reason it does not; empty until a survey ran in this worker.
+SURVEY: dict[str, str | None] = {}
+HOSTNAME: list[str] = []
+
+
+@celeryd_after_setup.connect
+def _survey(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    from mediatasks import hardware
+    from mediatasks.settings import get_settings
+
+    settings = get_settings()
+    queues = set(getattr(instance.app.amqp.queues, "consume_from", None) or {})
+    HOSTNAME[:] = [str(sender)]
+    if "gpu" not in queues or not settings.hardware_survey:
+        return
+    SURVEY.update(hardware.survey(settings.ffmpeg))
+    ok = sorted(name for name, why in SURVEY.items() if why is None)
+    log.warning("hardware encoders on %s: usable: %s", sender, ", ".join(ok) or "none")
+    for name, why in sorted(SURVEY.items()):
+        if why is not None:
+            log.warning("hardware encoders on %s: %s unavailable: %s", sender, name, why)
+    try:
+        instance.app.backend.set(f"mediatasks-worker-{sender}", json.dumps(SURVEY))
+    except Exception:
+        log.exception("could not publish the hardware survey")
+
+
+def check_encoder_here(encoder: str, worker: str | None) -> None:
+    """Raise at once when this worker's survey found ``encoder`` unusable."""
+    why = SURVEY.get(encoder)
+    if why is not None:
+        raise HardwareUnavailable(
+            f"{encoder} cannot run on worker {worker or (HOSTNAME or ['?'])[0]}: {why}",
+            hint="run gpu workers only where the encoder works (see the worker's start-up log)")

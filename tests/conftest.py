@@ -1,0 +1,173 @@
+"""Fixtures: clips made with lavfi, a private redis-server on a free port, real celery workers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mediatasks import runner
+from mediatasks.models import EncodeOptions, JobSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("MEDIATASKS_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def frame_hashes(path: Path, stream: str = "v:0") -> list[str]:
+    """MD5 of every decoded frame, in output order (no frame dropped or duplicated)."""
+    done = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map",
+                           f"0:{stream}", "-fps_mode", "passthrough", "-f", "framemd5", "-"],
+                          check=True, capture_output=True, text=True)
+    return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines()
+            if line and not line.startswith("#")]
+
+
+def frame_times(path: Path) -> list[float]:
+    """Every video frame's presentation time in seconds, relative to the first, sorted."""
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                           "packet=pts_time", "-of", "csv=p=0", str(path)],
+                          check=True, capture_output=True, text=True)
+    times = sorted(float(x) for x in done.stdout.split() if x not in {"", "N/A"})
+    return [t - times[0] for t in times]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small clips covering what chunking must get right."""
+    d = tmp_path_factory.mktemp("clips")
+    out = {
+        "cfr": d / "cfr_bframes.mkv",
+        "vfr": d / "vfr.mkv",
+        "odd": d / "odd size.mkv",
+        "rich": d / "rich.mkv",
+        "long": d / "long.mp4",
+    }
+    # CFR 30000/1001 with B-frames and a keyframe every 24 frames.
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=192x108:rate=30000/1001", "-t", "4",
+           "-c:v", "libx264", "-preset", "ultrafast", "-bf", "3", "-g", "24", "-pix_fmt",
+           "yuv420p", "-x264-params", "b-adapt=0:bframes=3", str(out["cfr"]))
+    # Real VFR: 30, 24 and 60 fps sections joined, timestamps kept as they are.
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=192x108:rate=30:duration=1.5",
+           "-f", "lavfi", "-i", "testsrc2=size=192x108:rate=24:duration=1.5",
+           "-f", "lavfi", "-i", "testsrc2=size=192x108:rate=60:duration=1.5",
+           "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1[v]", "-map", "[v]",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2",
+           "-g", "20", str(out["vfr"]))
+    # Odd width and height (4:4:4 so the source codec accepts them; testsrc keeps odd sizes).
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=173x99:rate=25", "-t", "3", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv444p", "-g", "15", str(out["odd"]))
+    # Two audio tracks, subtitles, chapters, metadata.
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_clip.py"), str(out["rich"]),
+                    "--seconds", "4", "--size", "160x90"], check=True)
+    # Long enough for a chord of many chunks.
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=128x72:rate=25", "-t", "8", "-c:v", "libx264",
+           "-preset", "ultrafast", "-g", "12", "-pix_fmt", "yuv420p", str(out["long"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server on a free port (never the shared 6379)."""
+    svc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        svc.stop()
+
+
+def start_redis(d: Path) -> tuple[runner.Service, str]:
+    """A redis-server on a free port of 127.0.0.1, answering PING; its files in ``d``."""
+    import redis
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: run 'make test', which installs it")
+    port = free_port()
+    svc = runner.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", str(d)],
+                       log_path=d / "redis.log")
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return svc, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The job history the test workers write (SQLite; PostgreSQL is tested in test_history)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('history') / 'history.sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def cluster(redis_url: str, work_dir: Path, database_url: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two real `celery worker` processes on all queues, and this process's app pointed at them."""
+    from mediatasks.celery_app import app
+    from mediatasks.local import worker_args
+
+    logs = tmp_path_factory.mktemp("workers")
+    env = dict(os.environ, MEDIATASKS_BROKER_URL=redis_url, MEDIATASKS_RESULT_BACKEND=redis_url,
+               MEDIATASKS_WORK_DIR=str(work_dir), MEDIATASKS_RETRY_BACKOFF="1",
+               MEDIATASKS_DATABASE_URL=database_url, MEDIATASKS_HARDWARE_SURVEY="false")
+    app.conf.update(broker_url=redis_url, result_backend=redis_url)
+    worker = runner.spawn("worker", worker_args(2, f"test-{uuid.uuid4().hex[:6]}"),
+                          log_path=logs / "worker.log", env=env, cwd=logs)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            pytest.fail(f"worker exited: {worker.log_tail()}")
+        if app.control.ping(timeout=0.5):
+            break
+    else:
+        pytest.fail(f"worker did not answer: {worker.log_tail()}")
+    try:
+        yield app
+    finally:
+        worker.stop(grace=10)
+
+
+def submit(source: Path, output: Path, **options: Any) -> JobSpec:
+    overwrite = bool(options.pop("overwrite", False))
+    return JobSpec(job_id=uuid.uuid4().hex, input=str(source), output=str(output),
+                   options=EncodeOptions(**options), overwrite=overwrite)
+
+
+def run_job(cluster: Any, spec: JobSpec, timeout: float = 240) -> dict[str, Any]:
+    """Submit the real canvas to the test cluster and wait for the final task's result."""
+    from mediatasks.workflow import job_workflow
+
+    result = job_workflow(spec).apply_async()
+    value: dict[str, Any] = result.get(timeout=timeout)
+    return value
