@@ -16,7 +16,9 @@ broker_transport_options = {
     # Longer than any chunk encode plus the longest retry countdown, or a running chunk is
     # delivered to a second worker.
     "visibility_timeout": _s.visibility_timeout,
-    "unacked_restore_interval": 30,
+    # How often each worker looks for deliveries older than the timeout (a worker that died):
+    # a third of the timeout, at most every 30 s, so recovery takes at most ~1.3x the timeout.
+    "unacked_restore_interval": max(1, min(30, _s.visibility_timeout // 3)),
     "unacked_restore_throttle": 1,
 }
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
@@ -36,6 +38,13 @@ task_routes = {
 task_acks_late = True
 worker_prefetch_multiplier = 1
 task_reject_on_worker_lost = False
+# A pool process that dies (OOM killer, kill -9 of the child) fails its task with WorkerLostError;
+# this re-sends it like a retry, after the task's default_retry_delay and within max_retries, so a
+# chunk that kills its process every time cannot loop forever.
+task_retry_on_worker_lost = True
+# A redelivered task whose result is already SUCCESS (the worker died between storing the result
+# and acking) is not run again; its chain goes on once (result_extended records the children).
+worker_deduplicate_successful_tasks = True
 task_track_started = True
 task_soft_time_limit = _s.task_soft_time_limit
 task_time_limit = _s.task_time_limit

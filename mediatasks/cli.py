@@ -36,7 +36,8 @@ err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("mediatasks")
 
-InputArg = Annotated[Path, typer.Argument(help="The source video.", show_default=False)]
+InputArg = Annotated[Path, typer.Argument(help="The source video.", show_default=False,
+                                          readable=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 CodecOpt = Annotated[str, typer.Option("--video-codec", help="Any ffmpeg video encoder.")]
 CrfOpt = Annotated[float | None, typer.Option("--crf", help="Constant quality.")]
@@ -115,6 +116,20 @@ class _Follower:
                                                eta="-")
         return self
 
+    def poll(self, state: Any) -> None:
+        """Draw the state's latest snapshot; a broker that is briefly away (restarting) only
+        pauses the bar: the job goes on without us."""
+        try:
+            snap = state.snapshot()
+        except Exception as exc:  # redis-py and kombu raise their own connection errors
+            log.debug("no progress: %s", exc)
+            if self.progress is not None and self.task is not None:
+                self.progress.update(self.task, description="waiting for the broker")
+            return
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description="encoding")
+        self.update(snap)
+
     def update(self, snap: Any) -> None:
         if self.progress is None or self.task is None or not snap.planned:
             return
@@ -157,9 +172,9 @@ def run_local(jp: JobPlan, cluster: Any, *, show_progress: bool) -> JobResult:
         with _Follower(show_progress) as follower:
             while not result.ready():
                 cluster.check_alive()
-                follower.update(state.snapshot())
+                follower.poll(state)
                 time.sleep(0.1)
-            follower.update(state.snapshot())
+            follower.poll(state)
         if result.successful():
             done = JobResult.model_validate(result.get())
             return done.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
@@ -397,10 +412,10 @@ def status(
         state = JobState(app.backend, job_id)
         with _Follower(not as_json and err.is_terminal) as follower:
             while record.status not in TERMINAL:
-                follower.update(state.snapshot())
+                follower.poll(state)
                 time.sleep(0.5)
                 record = _job_or_fail(history, job_id)
-            follower.update(state.snapshot())
+            follower.poll(state)
     if as_json:
         print(record.model_dump_json(exclude={"tasks"}))
     else:

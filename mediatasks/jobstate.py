@@ -38,6 +38,10 @@ def _cancel_key(job_id: str) -> str:
     return f"mediatasks-cancel-{job_id}"
 
 
+def _published_key(job_id: str) -> str:
+    return f"mediatasks-published-{job_id}"
+
+
 def _loads(raw: Any) -> Any:
     if raw is None:
         return None
@@ -98,9 +102,19 @@ class JobState:
     def cancelled(self) -> bool:
         return bool(_loads(self.store.get(_cancel_key(self.job_id))))
 
+    def record_published(self, result: dict[str, Any]) -> None:
+        """The job's final result, once its output is in place: a redelivered publish (the worker
+        died before acking) returns this instead of publishing again."""
+        self.store.set(_published_key(self.job_id), json.dumps(result))
+
+    def published(self) -> dict[str, Any] | None:
+        value = _loads(self.store.get(_published_key(self.job_id)))
+        return value if isinstance(value, dict) else None
+
     def reset(self) -> None:
         """Forget the error, the cancel flag and the plan (before the job is run again)."""
-        for key in (_error_key(self.job_id), _cancel_key(self.job_id), _job_key(self.job_id)):
+        for key in (_error_key(self.job_id), _cancel_key(self.job_id), _job_key(self.job_id),
+                    _published_key(self.job_id)):
             self.store.set(key, json.dumps(None))
 
     def error(self) -> str | None:

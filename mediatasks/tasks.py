@@ -4,6 +4,7 @@ small JSON result (paths and counts, never media)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from mediatasks.steps import verify as verify_step
 from mediatasks.workers import check_encoder_here
 
 _settings = get_settings()
+log = logging.getLogger(__name__)
 
 
 def describe(exc: BaseException, task: str) -> str:
@@ -71,20 +73,35 @@ class JobTask(Task):  # type: ignore[misc]
     retry_backoff_max = _settings.retry_backoff_max
     retry_jitter = True
     max_retries = _settings.max_retries
+    # Also the delay before a task whose pool process died is sent again (task_retry_on_worker_lost).
+    default_retry_delay = _settings.retry_backoff
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        spec = kwargs.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
+        state = job_state(str(spec["job_id"])) if spec.get("job_id") else None
         try:
-            spec = kwargs.get("spec")
-            if isinstance(spec, dict) and job_state(str(spec.get("job_id"))).cancelled():
+            if state is not None and state.cancelled():
                 # A cancelled job's queued tasks end here, before doing anything.
                 raise JobCancelled("the job was cancelled", path=spec.get("input"))
+            if state is not None and self.name != "mediatasks.publish" and state.published():
+                self._duplicate()
             return super().__call__(*args, **kwargs)
         except (Ignore, Retry):  # Task.replace, or a retry still to come
             raise
         except BaseException as exc:
+            if state is not None and self.name != "mediatasks.publish" and state.published():
+                # A second delivery of a task (a visibility timeout shorter than the encode)
+                # ran on while the job finished and removed its files: nothing is wrong.
+                self._duplicate()
             # Before Celery stores the FAILURE, so a follower that sees it also sees why.
             self._record(exc, kwargs)
             raise
+
+    def _duplicate(self) -> None:
+        log.warning("%s[%s]: the job is already published; this delivery is a duplicate and is "
+                    "dropped", self.name, self.request.id)
+        raise Ignore()
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
@@ -214,14 +231,19 @@ def verify(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict
 @app.task(base=JobTask, bind=True, name="mediatasks.publish")
 def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
     s = _spec(spec)
-    jp = _plan(s)
-    publish_step.publish(Path(prev["output"]), Path(s.output), job_id=s.job_id,
-                         overwrite=s.overwrite)
+    state = job_state(s.job_id)
+    done = state.published()
+    if done is None:  # else a redelivery: the output is already in place
+        jp = _plan(s)
+        publish_step.publish(Path(prev["output"]), Path(s.output), job_id=s.job_id,
+                             overwrite=s.overwrite)
+        done = JobResult(job_id=s.job_id, status="succeeded", output=s.output,
+                         frames_in=prev["frames_in"], frames_out=prev["frames_out"],
+                         chunks=len(jp.chunks), chunks_reused=prev.get("reused", 0),
+                         warnings=jp.warnings).model_dump(mode="json")
+        state.record_published(done)
     shutil.rmtree(job_dir(s.job_id), ignore_errors=True)
-    return JobResult(job_id=s.job_id, status="succeeded", output=s.output,
-                     frames_in=prev["frames_in"], frames_out=prev["frames_out"],
-                     chunks=len(jp.chunks), chunks_reused=prev.get("reused", 0),
-                     warnings=jp.warnings).model_dump(mode="json")
+    return done
 
 
 @app.task(bind=True, name="mediatasks.cleanup")

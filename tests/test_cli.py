@@ -213,3 +213,80 @@ def test_ctrl_c_stops_workers_and_ffmpeg_and_leaves_no_temp_files(tmp_path: Path
         assert _processes_mentioning(d) == [], "a worker, redis-server or ffmpeg survived"
     assert _processes_mentioning(str(src)) == []
     assert not out.exists() and not list(tmp_path.glob(".*part"))
+
+
+def test_names_with_newlines_and_names_at_the_length_limit_work(clips: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    newline = tmp_path / "line one\nline two.mkv"
+    shutil.copy(clips["cfr"], newline)
+    longest = tmp_path / ("ü" * 125 + "x.mkv")  # 255 bytes: the most one file name may hold
+    assert len(longest.name.encode()) == 255
+    shutil.copy(clips["cfr"], longest)
+    for src in (newline, longest):
+        out = tmp_path / "out" / src.name
+        out.parent.mkdir(exist_ok=True)
+        done = mt("run", str(src), "-o", str(out), "--video-codec", "ffv1", "--chunk-seconds", "1",
+                  "--json")
+        assert done.returncode == 0, done.stderr
+        assert frame_hashes(out) == frame_hashes(src)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([newline.name,
+                                                                          longest.name])
+
+
+def test_a_symlinked_input_is_read_through_and_left_as_it_is(clips: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    real = tmp_path / "real.mkv"
+    shutil.copy(clips["cfr"], real)
+    link = tmp_path / "link.mkv"
+    link.symlink_to(real)
+    before = sha256(real)
+    out = tmp_path / "out.mkv"
+    done = mt("run", str(link), "-o", str(out), "--video-codec", "ffv1", "--chunk-seconds", "1")
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and sha256(real) == before
+    assert frame_hashes(out) == frame_hashes(real)
+    # Writing over the file the link points to is writing over the input.
+    same = mt("run", str(link), "-o", str(real), "--overwrite")
+    assert same.returncode != 0 and "output is the input" in same.stderr
+    dangling = tmp_path / "dangling.mkv"
+    dangling.symlink_to(tmp_path / "gone.mkv")
+    gone = mt("run", str(dangling), "-o", str(tmp_path / "o2.mkv"))
+    assert gone.returncode != 0 and "dangling.mkv" in gone.stderr and "no such file" in gone.stderr
+
+
+def without_root_powers(args: list[str]) -> list[str]:
+    """Root reads and writes past file modes; drop that power (CAP_DAC_*) so modes count."""
+    if os.geteuid() != 0:
+        return args
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to test permissions as root")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
+            "-dac_override,-dac_read_search", *args]
+
+
+def test_unreadable_inputs_and_unwritable_outputs_are_refused_in_one_line(
+        clips: dict[str, Path], tmp_path: Path) -> None:
+    secret = tmp_path / "secret.mkv"
+    shutil.copy(clips["cfr"], secret)
+    secret.chmod(0o000)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    src = tmp_path / "ok.mkv"
+    shutil.copy(clips["cfr"], src)
+    try:
+        for args, words in (
+            ([str(secret), "-o", str(tmp_path / "o.mkv")], ("secret.mkv", "permission")),
+            ([str(src), "-o", str(locked / "o.mkv")], ("o.mkv", "not writable")),
+        ):
+            done = subprocess.run(without_root_powers([MEDIATASKS, "run", *args]),
+                                  capture_output=True, text=True, timeout=120,
+                                  stdin=subprocess.DEVNULL)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode != 0 and len(lines) == 1, done.stderr
+            assert all(w in lines[0] for w in words), lines
+            assert "Traceback" not in done.stderr
+        assert list(locked.iterdir()) == [] and not (tmp_path / "o.mkv").exists()
+    finally:
+        secret.chmod(0o644)
+        locked.chmod(0o755)

@@ -17,8 +17,10 @@ from mediatasks.errors import DiskFull, InvalidOptions, OutputExists
 
 
 def temp_path(output: Path, job_id: str) -> Path:
-    """The temp name a job's output has in the target directory before its final rename."""
-    return output.with_name(f".{output.name}.{job_id}.part")
+    """The temp name a job's output has in the target directory before its final rename: hidden,
+    unique to the job, and short enough whatever the output's name (at most 255 bytes)."""
+    head = output.name.encode()[:100].decode(errors="ignore")
+    return output.with_name(f".{head}.{job_id}.part")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -62,24 +64,51 @@ def _copy(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
+def _marker(built: Path) -> Path:
+    return built.with_name(f"{built.name}.publishing")
+
+
+def _already_published(built: Path, output: Path, tmp: Path) -> bool:
+    """Whether an earlier run of this publish (a worker that died before acking) put the output
+    in place: its temp file is hard-linked as the output, or the output is the inode it was
+    about to rename there."""
+    if tmp.exists() and output.exists() and output.samefile(tmp):
+        return True
+    marker = _marker(built)
+    if built.exists() or not marker.exists() or not output.exists():
+        return False
+    st = output.stat()
+    return marker.read_text() == f"{st.st_dev}:{st.st_ino}"
+
+
 def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
-    """Move ``built`` to ``output``.
+    """Move ``built`` to ``output``. Safe to run again after a crash at any point: a temp file
+    left over is reused and an output this job already published is recognised.
 
     Raises:
         OutputExists: the output exists and ``overwrite`` is false.
         DiskFull: no space at the output (the temp file is removed).
     """
-    check_output(output, overwrite=overwrite)
     tmp = temp_path(output, job_id)
+    if _already_published(built, output, tmp):
+        tmp.unlink(missing_ok=True)
+        _marker(built).unlink(missing_ok=True)
+        return output
+    check_output(output, overwrite=overwrite)
     try:
-        try:
-            os.rename(built, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            _copy(built, tmp)
+        if built.exists():
+            try:
+                os.rename(built, tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy(built, tmp)
+        elif not tmp.exists():
+            raise FileNotFoundError(errno.ENOENT, "the verified output is missing", str(built))
+        st = tmp.stat()
+        _marker(built).write_text(f"{st.st_dev}:{st.st_ino}")
         if overwrite:
             os.replace(tmp, output)
         else:
@@ -95,10 +124,14 @@ def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
                 os.rename(tmp, output)
         _fsync_dir(output.parent)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
             raise DiskFull("no space left for the output", path=output,
                            hint="free space at the output") from exc
         raise
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    tmp.unlink(missing_ok=True)
+    _marker(built).unlink(missing_ok=True)
     return output

@@ -1,0 +1,179 @@
+"""A cluster to break: a redis-server with persistence on a free port and celery workers that can
+be killed and started again, driven through the real CLI. Used by test_reliability and by
+scripts/reliability.py, which reports the numbers in docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mediatasks import runner
+from mediatasks.local import worker_args
+
+MEDIATASKS = str(Path(sys.executable).with_name("mediatasks"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_source(path: Path, *, seconds: int, size: str = "640x360", gop: int = 25,
+                noise: bool = False) -> Path:
+    """A clip of testsrc2; with ``noise``, grain that no lossless codec can squeeze."""
+    vf = ["-vf", "noise=alls=60:allf=t"] if noise else []
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate=25", *vf, "-t", str(seconds), "-c:v", "libx264",
+                    "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p", str(path)],
+                   check=True)
+    return path
+
+
+def processes_with(text: str) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process whose command line holds ``text``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if text.encode() in cmd:
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            found.append((int(pid), ppid, cmd.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+class Rig:
+    """One broker, any number of workers, all children of this process."""
+
+    def __init__(self, root: Path, *, visibility_timeout: int = 30, **env: str):
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.work_dir = root / "work"
+        self.env = dict(os.environ, MEDIATASKS_BROKER_URL=self.url,
+                        MEDIATASKS_RESULT_BACKEND=self.url, MEDIATASKS_WORK_DIR=str(self.work_dir),
+                        MEDIATASKS_DATABASE_URL=f"sqlite:///{root / 'history.sqlite'}",
+                        MEDIATASKS_HARDWARE_SURVEY="false", MEDIATASKS_RETRY_BACKOFF="1",
+                        MEDIATASKS_VISIBILITY_TIMEOUT=str(visibility_timeout), **env)
+        self.redis: runner.Service | None = None
+        self.workers: dict[str, runner.Service] = {}
+
+    # -- the broker ------------------------------------------------------------------------
+    def start_redis(self) -> None:
+        import redis
+
+        d = self.root / "redis"
+        d.mkdir(parents=True, exist_ok=True)
+        self.redis = runner.spawn("redis", [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(d),
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+            log_path=d / "redis.log")
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start: {self.redis.log_tail()}")
+
+    def stop_redis(self) -> None:
+        """A clean shutdown: redis-server writes its append-only file and exits."""
+        assert self.redis is not None
+        self.redis.stop(grace=10)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port)
+
+    # -- workers ---------------------------------------------------------------------------
+    def start_worker(self, name: str, *, concurrency: int = 2, **env: str) -> runner.Service:
+        argv = [*worker_args(concurrency, f"{name}-{uuid.uuid4().hex[:6]}"), "--loglevel", "INFO"]
+        svc = runner.spawn(name, argv, log_path=self.root / f"{name}.log",
+                           env={**self.env, **env}, cwd=self.root)
+        self.workers[name] = svc
+        return svc
+
+    def kill_worker(self, name: str) -> None:
+        """kill -9 of the worker, its pool processes and their ffmpeg children at once."""
+        svc = self.workers.pop(name)
+        runner.kill_group(svc.proc, signal.SIGKILL)
+        svc.proc.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for svc in self.workers.values():
+            svc.stop(grace=5, sig=signal.SIGKILL)
+        self.workers.clear()
+        if self.redis is not None:
+            self.redis.stop(grace=5)
+
+    def __enter__(self) -> Rig:
+        self.start_redis()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the CLI ---------------------------------------------------------------------------
+    def mt(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([MEDIATASKS, *args], capture_output=True, text=True, env=self.env,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def submit(self, source: Path, output: Path, *args: str) -> str:
+        done = self.mt("submit", str(source), "-o", str(output), "--json", *args)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        job_id: str = json.loads(done.stdout)["job_id"]
+        return job_id
+
+    def follow(self, job_id: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([MEDIATASKS, "status", job_id, "--follow", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env, stdin=subprocess.DEVNULL)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        done = self.mt("jobs", "show", job_id, "--json")
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        record: dict[str, Any] = json.loads(done.stdout)
+        return record
+
+    def wait_job(self, job_id: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = self.job(job_id)
+            if record["status"] in {"succeeded", "failed", "cancelled"}:
+                return record
+            time.sleep(0.5)
+        raise TimeoutError(f"job {job_id} did not end within {timeout:.0f}s")
+
+    def running_chunk_encodes(self, job_id: str) -> list[tuple[int, int, str]]:
+        """The ffmpeg processes encoding chunks of the job: (pid, pool process pid, argv)."""
+        return [p for p in processes_with(job_id) if "chunks/" in p[2] and "ffmpeg" in p[2]
+                and "-progress" in p[2]]
+
+    def wait_for_chunk_encodes(self, job_id: str, count: int = 1, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.running_chunk_encodes(job_id)) >= count:
+                return time.monotonic()
+            time.sleep(0.05)
+        raise TimeoutError(f"no chunk of job {job_id} started encoding within {timeout:.0f}s")
