@@ -15,13 +15,16 @@ the job at once with its message, which always names the file (or option) and th
         │   └── UndecodableMedia    ffprobe/ffmpeg cannot read it
         ├── InvalidOptions          what the user asked for cannot be done
         │   ├── UnknownEncoder
-        │   └── OutputExists
+        │   ├── OutputExists
+        │   ├── InvalidPolicy       a policy file or library template cannot be used (file:line: key)
+        │   └── NothingToUndo       the job or batch has no change left to undo
         ├── ToolNotFound            ffmpeg/ffprobe/redis-server missing
         ├── HardwareUnavailable     a GPU encoder cannot be opened on this worker
         ├── FfmpegFailed            a deterministic ffmpeg failure (stderr tail attached)
         ├── FrameCountMismatch      a chunk or the output does not hold the planned frames
         ├── VerificationFailed      the muxed output does not match the source
-        └── JobFailed               the job as a whole failed (carries the first task's error)
+        ├── JobFailed               the job as a whole failed (carries the first task's error)
+        └── UndoRefused             undo would lose a file changed since the job wrote or moved it
     JobCancelled                    the user stopped the job (never retried; exit 130)
 """
 
@@ -105,6 +108,14 @@ class OutputExists(InvalidOptions):
     """The output exists and --overwrite was not given."""
 
 
+class InvalidPolicy(InvalidOptions):
+    """A policy file, or a library name rendered from it, cannot be used."""
+
+
+class NothingToUndo(InvalidOptions):
+    """Every change the job or batch made has been undone already, or it made none."""
+
+
 class ToolNotFound(PermanentError):
     """A required program is not installed."""
 
@@ -129,6 +140,10 @@ class VerificationFailed(PermanentError):
 
 class JobFailed(PermanentError):
     """The job failed; the message is the first failing task's error."""
+
+
+class UndoRefused(PermanentError):
+    """Undo stopped before touching anything: a file changed since the job wrote or moved it."""
 
 
 class JobCancelled(MediatasksError):

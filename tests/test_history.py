@@ -90,3 +90,89 @@ def test_a_task_for_an_unknown_job_creates_the_job(history: History) -> None:
     history.task_started("t", "elsewhere", name="mediatasks.probe", queue="io", worker="w")
     job = history.get("elsewhere")
     assert job is not None and job.status == "running"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database with no tables yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'history.sqlite'}"
+        return
+    psycopg = pytest.importorskip("psycopg")
+    name = f"mediatasks_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {POSTGRES} (set MEDIATASKS_TEST_POSTGRES): {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_a_version_1_database_is_upgraded_in_place_keeping_its_jobs(empty_database: str) -> None:
+    from sqlalchemy import create_engine, inspect, text
+
+    from mediatasks.history.schema import MIGRATIONS, schema_version
+
+    engine = create_engine(empty_database.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:  # what mediatasks 0.1 left behind
+        schema_version.create(conn)
+        conn.execute(schema_version.insert().values(version=1))
+        MIGRATIONS[0](conn)
+        conn.execute(text("INSERT INTO jobs (id, input, output, settings, status, created_at) "
+                          "VALUES ('old', '/in.mkv', '/out.mkv', '{}', 'succeeded', CURRENT_TIMESTAMP)"))
+    with engine.connect() as conn:
+        assert "batch_id" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
+        assert not inspect(conn).has_table("operations")
+    engine.dispose()
+    history = History(empty_database)
+    try:
+        with history.engine.connect() as conn:
+            assert current_version(conn) == SCHEMA_VERSION == 2
+            assert "ix_jobs_batch_id" in {ix["name"] for ix in inspect(conn).get_indexes("jobs")}
+        old = history.get("old")
+        assert old is not None and old.status == "succeeded" and old.batch_id is None
+        history.job_submitted(spec("new"), batch_id="b1")
+        assert [j.job_id for j in history.jobs_in_batch("b1")] == ["new"]
+        assert history.record_operation("new", "publish", dst="/lib/a.mkv", size=1) > 0
+    finally:
+        history.close()
+
+
+def test_jobs_are_grouped_by_batch(history: History) -> None:
+    history.job_submitted(spec("j1"), batch_id="b1")
+    history.job_submitted(spec("j2"), batch_id="b1")
+    history.job_submitted(spec("j3"))
+    assert [j.job_id for j in history.jobs_in_batch("b1")] == ["j1", "j2"]
+    assert history.get("j1").batch_id == "b1" and history.get("j3").batch_id is None  # type: ignore[union-attr]
+    assert history.jobs_in_batch("nope") == []
+
+
+def test_operations_are_found_by_job_or_batch_in_order_and_marked_undone(history: History) -> None:
+    history.job_submitted(spec("j2"), batch_id="b1")
+    big = 5 * 1024**3  # files over 4 GiB, and mtimes in nanoseconds, need 64 bits
+    mtime = 1_700_000_000_123_456_789
+    first = history.record_operation("j1", "mkdir", batch_id="b1", dst="/lib/Show")
+    second = history.record_operation("j1", "publish", batch_id="b1", src="/work/out.mkv",
+                                      dst=Path("/lib/Show/a.mkv"), size=big, mtime_ns=mtime,
+                                      sha256="ab" * 32)
+    third = history.record_operation("j2", "delete", src="/in/b.mkv", size=3)  # in b1 by its job
+    history.record_operation("j9", "delete", src="/in/other.mkv")
+    assert first < second < third
+    ops = history.operations("b1")
+    assert [(op.id, op.job_id, op.seq, op.kind) for op in ops] == [
+        (first, "j1", 1, "mkdir"), (second, "j1", 2, "publish"), (third, "j2", 1, "delete")]
+    published = ops[1]
+    assert (published.src, published.dst, published.size, published.mtime_ns, published.sha256) == (
+        "/work/out.mkv", "/lib/Show/a.mkv", big, mtime, "ab" * 32)
+    assert published.created_at.utcoffset() is not None and published.undone_at is None
+    assert [op.id for op in history.operations("j1")] == [first, second]
+    history.mark_undone(second)
+    history.mark_undone(second)  # the first mark stays
+    undone = history.operations("j1")[1].undone_at
+    assert undone is not None and undone.utcoffset() is not None
+    assert history.operations("j1")[1].undone_at == undone and history.operations("j1")[0].undone_at is None
+    assert history.operations("nothing") == []

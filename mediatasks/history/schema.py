@@ -3,15 +3,25 @@
 The schema is versioned: ``schema_version`` holds the version applied, and ``MIGRATIONS`` lists, in
 order, the steps that take a database from one version to the next. ``migrate`` applies the
 missing ones in one transaction each, so every process may call it at start-up.
+
+A step creates what its version had, not what the tables below have now: a fresh database goes
+through every step, exactly as an old one does. Steps check before they add, because SQLite's
+driver commits DDL as it goes, so a step cut short may have left part of its work behind.
+
+    v1  jobs, tasks
+    v2  jobs.batch_id (indexed); operations: what each job did to files in the library (for undo)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -19,6 +29,7 @@ from sqlalchemy import (
     Text,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 
@@ -26,24 +37,34 @@ metadata = MetaData()
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 
+
+def _jobs_v1_columns() -> list[Column[Any]]:
+    """The jobs columns as version 1 created them: frozen, later columns come with their step."""
+    return [
+        Column("id", String(64), primary_key=True),
+        Column("input", Text, nullable=False, default=""),
+        Column("output", Text, nullable=False, default=""),
+        Column("settings", Text, nullable=False, default="{}"),
+        Column("status", String(16), nullable=False, index=True),
+        Column("error", Text),
+        Column("result_id", String(64)),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("started_at", DateTime(timezone=True)),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("chunks", Integer),
+        Column("frames_in", Integer),
+        Column("frames_out", Integer),
+        Column("size_in", Integer),
+        Column("size_out", Integer),
+    ]
+
+
 jobs = Table(
     "jobs", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("input", Text, nullable=False, default=""),
-    Column("output", Text, nullable=False, default=""),
-    Column("settings", Text, nullable=False, default="{}"),
-    Column("status", String(16), nullable=False, index=True),
-    Column("error", Text),
-    Column("result_id", String(64)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("started_at", DateTime(timezone=True)),
-    Column("finished_at", DateTime(timezone=True)),
-    Column("chunks", Integer),
-    Column("frames_in", Integer),
-    Column("frames_out", Integer),
-    Column("size_in", Integer),
-    Column("size_out", Integer),
+    *_jobs_v1_columns(),
+    Column("batch_id", String(64)),  # v2
 )
+_jobs_batch_index = Index("ix_jobs_batch_id", jobs.c.batch_id)  # v2
 
 # Keyed by (id, name): a task that replaces itself (plan) hands its id on to the chord's body.
 tasks = Table(
@@ -61,12 +82,42 @@ tasks = Table(
 )
 
 
+# One row per change a job made to the library, written before the change (see mediatasks.library);
+# undo reads them newest first. Sizes and mtimes in nanoseconds outgrow 32 bits: BigInteger.
+operations = Table(
+    "operations", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("batch_id", String(64), index=True),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("src", Text),
+    Column("dst", Text),
+    Column("size", BigInteger),
+    Column("mtime_ns", BigInteger),
+    Column("sha256", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("undone_at", DateTime(timezone=True)),
+)
+
+
 def _v1(conn: Connection) -> None:
     """Jobs and their tasks."""
-    metadata.create_all(conn, tables=[jobs, tasks])
+    v1 = MetaData()
+    Table("jobs", v1, *_jobs_v1_columns())
+    tasks.to_metadata(v1)  # unchanged since v1; freeze its columns like jobs' when it changes
+    v1.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    """Batches of jobs, and the operations each job did to files in the library."""
+    if "batch_id" not in {c["name"] for c in inspect(conn).get_columns("jobs")}:
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN batch_id VARCHAR(64)"))
+    _jobs_batch_index.create(conn, checkfirst=True)
+    metadata.create_all(conn, tables=[operations])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,4 +1,4 @@
-"""Reading and writing the job history: one row per job, one per task."""
+"""Reading and writing the job history: one row per job, one per task, one per library operation."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from mediatasks.history.schema import jobs, migrate, tasks
+from mediatasks.history.schema import jobs, migrate, operations, tasks
 from mediatasks.models import JobSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -51,6 +51,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back naive; they were written in UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class TaskRecord(BaseModel):
     """One task of a job, as `jobs show` prints it."""
 
@@ -79,6 +86,7 @@ class JobRecord(BaseModel):
     settings: dict[str, Any]
     error: str | None
     result_id: str | None
+    batch_id: str | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -88,6 +96,25 @@ class JobRecord(BaseModel):
     size_in: int | None
     size_out: int | None
     tasks: tuple[TaskRecord, ...] = ()
+
+
+class Operation(BaseModel):
+    """One change a job made to files (see mediatasks.library for the kinds), in the order made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    job_id: str
+    batch_id: str | None
+    seq: int
+    kind: str
+    src: str | None
+    dst: str | None
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    created_at: datetime
+    undone_at: datetime | None
 
 
 class History:
@@ -104,7 +131,7 @@ class History:
     # -- writes -------------------------------------------------------------------------------
 
     def job_submitted(self, spec: JobSpec, *, chunks: int | None = None,
-                      result_id: str | None = None) -> None:
+                      result_id: str | None = None, batch_id: str | None = None) -> None:
         size_in = os.path.getsize(spec.input) if os.path.exists(spec.input) else None
         with self.engine.begin() as conn:
             if conn.execute(select(jobs.c.id).where(jobs.c.id == spec.job_id)).first():
@@ -112,7 +139,8 @@ class History:
             conn.execute(jobs.insert().values(
                 id=spec.job_id, input=spec.input, output=spec.output,
                 settings=spec.model_dump_json(), status="queued",
-                created_at=_now(), chunks=chunks, size_in=size_in, result_id=result_id))
+                created_at=_now(), chunks=chunks, size_in=size_in, result_id=result_id,
+                batch_id=batch_id))
 
     def _ensure_job(self, conn: Any, job_id: str) -> None:
         if not conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first():
@@ -173,6 +201,28 @@ class History:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(
                 chunks=chunks, frames_in=frames))
 
+    def record_operation(self, job_id: str, kind: str, *, batch_id: str | None = None,
+                         src: str | Path | None = None, dst: str | Path | None = None,
+                         size: int | None = None, mtime_ns: int | None = None,
+                         sha256: str | None = None) -> int:
+        """Append one operation to the job's log; return its id. ``seq`` counts from 1 per job."""
+        with self.engine.begin() as conn:
+            last = conn.execute(select(func.max(operations.c.seq))
+                                .where(operations.c.job_id == job_id)).scalar()
+            result = conn.execute(operations.insert().values(
+                job_id=job_id, batch_id=batch_id, seq=int(last or 0) + 1, kind=kind,
+                src=None if src is None else str(src), dst=None if dst is None else str(dst),
+                size=size, mtime_ns=mtime_ns, sha256=sha256, created_at=_now()))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def mark_undone(self, op_id: int) -> None:
+        """Mark the operation undone (also how a change recorded but not made is withdrawn)."""
+        with self.engine.begin() as conn:
+            conn.execute(operations.update().where(operations.c.id == op_id)
+                         .where(operations.c.undone_at.is_(None)).values(undone_at=_now()))
+
     # -- reads --------------------------------------------------------------------------------
 
     @staticmethod
@@ -184,10 +234,30 @@ class History:
             result_id=m["result_id"], created_at=m["created_at"], started_at=m["started_at"],
             finished_at=m["finished_at"], chunks=m["chunks"], frames_in=m["frames_in"],
             frames_out=m["frames_out"], size_in=m["size_in"], size_out=m["size_out"],
+            batch_id=m["batch_id"],
             tasks=tuple(TaskRecord(id=t.id, name=t.name, queue=t.queue, worker=t.worker,
                                    state=t.state, started_at=t.started_at,
                                    finished_at=t.finished_at, retries=t.retries, error=t.error)
                         for t in task_rows))
+
+    def jobs_in_batch(self, batch_id: str) -> list[JobRecord]:
+        """The batch's jobs, oldest first."""
+        query = select(jobs).where(jobs.c.batch_id == batch_id).order_by(jobs.c.created_at, jobs.c.id)
+        with self.engine.connect() as conn:
+            return [self._job(row, []) for row in conn.execute(query)]
+
+    def operations(self, job_or_batch_id: str) -> list[Operation]:
+        """The operations of a job, or of a batch (recorded with its id, or by one of its jobs), by id."""
+        in_batch = select(jobs.c.id).where(jobs.c.batch_id == job_or_batch_id)
+        query = (select(operations)
+                 .where(or_(operations.c.job_id == job_or_batch_id,
+                            operations.c.batch_id == job_or_batch_id,
+                            operations.c.job_id.in_(in_batch)))
+                 .order_by(operations.c.id))
+        with self.engine.connect() as conn:
+            return [Operation(**{**row._mapping, "created_at": _utc(row.created_at),
+                                 "undone_at": _utc(row.undone_at)})
+                    for row in conn.execute(query)]
 
     def get(self, job_id: str) -> JobRecord | None:
         with self.engine.connect() as conn:
