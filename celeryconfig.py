@@ -48,7 +48,15 @@ worker_deduplicate_successful_tasks = True
 task_track_started = True
 task_soft_time_limit = _s.task_soft_time_limit
 task_time_limit = _s.task_time_limit
-worker_cancel_long_running_tasks_on_connection_loss = True
+# A broker that restarts must not fail the job. Cancelling running tasks on a connection loss
+# stores them as REVOKED once the broker is back, and a chord counts that as a failed chunk; so
+# encodes run on through a broker restart. Their ack may then be lost and the chunk delivered again
+# after the visibility timeout: every task is idempotent (docs/decisions.md) and a copy whose result
+# is already stored is skipped (worker_deduplicate_successful_tasks).
+worker_cancel_long_running_tasks_on_connection_loss = False
+# Results written while the broker restarts are retried (up to ~10 minutes), not lost.
+result_backend_always_retry = True
+result_backend_max_retries = 60
 worker_soft_shutdown_timeout = 60
 worker_enable_soft_shutdown_on_idle = True
 

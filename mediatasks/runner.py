@@ -118,6 +118,16 @@ def kill_group(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
         os.killpg(proc.pid, sig)
 
 
+def _asked_to_stop(should_stop: Callable[[], bool]) -> bool:
+    """A stop check that cannot kill the process it guards: if the flag cannot be read (the broker
+    is restarting) the answer is no, and the next check asks again."""
+    try:
+        return should_stop()
+    except Exception as exc:
+        log.warning("cannot read the cancel flag (%s); going on", exc)
+        return False
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -185,7 +195,7 @@ def run(
                 now = time.monotonic()
                 if should_stop is not None and now - last_check >= 1.0:
                     last_check = now
-                    if should_stop():
+                    if _asked_to_stop(should_stop):
                         cancelled = True
                         kill_group(proc)
                         proc.wait()

@@ -76,15 +76,18 @@ def test_a_pool_process_that_dies_alone_has_its_chunk_sent_again(
     assert "WorkerLostError" in log and "retry" in log.lower()
 
 
+@pytest.mark.parametrize("outage", [0, 5])
 def test_a_broker_restart_mid_job_is_survived_by_workers_and_followers(
-        rig: Rig, source: Path, tmp_path: Path) -> None:
+        rig: Rig, source: Path, tmp_path: Path, outage: int) -> None:
+    """An immediate restart (encodes store their results on the new connection) and one of a few
+    seconds (results written meanwhile are retried until the broker is back)."""
     rig.start_worker("w")
     out = tmp_path / "out.mkv"
     job_id = rig.submit(source, out, *SLOW)
     follower = rig.follow(job_id)
     rig.wait_for_chunk_encodes(job_id)
     rig.stop_redis()  # redis-server writes its append-only file on the way down
-    time.sleep(3)
+    time.sleep(outage)
     rig.start_redis()
     stdout, stderr = follower.communicate(timeout=300)
     assert follower.returncode == 0, stderr
