@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -47,8 +47,104 @@ VideoOpt = Annotated[list[str] | None, typer.Option(
 AudioOpt = Annotated[str, typer.Option("--audio-codec", help="'copy' or an ffmpeg audio encoder.")]
 ChunkOpt = Annotated[float | None, typer.Option("--chunk-seconds", min=0.1,
                                                 help="Target chunk length.")]
-OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="The output file.")]
+OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", help="The output file.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+SourcesArg = Annotated[list[Path], typer.Argument(
+    help="The source video; with --policy, any number of files and directories (walked for media "
+         "files).", show_default=False, readable=False)]
+PolicyOpt = Annotated[Path | None, typer.Option(
+    "--policy", help="A YAML policy (docs/policies.md): decide per file, file into the library.",
+    readable=False)]
+OutputDirOpt = Annotated[Path | None, typer.Option(
+    "--output-dir", help="With a policy that has no library section: where outputs go.")]
+OnErrorOpt = Annotated[str, typer.Option(
+    "--on-error", help="continue: a broken file fails alone; stop: it stops the batch.")]
+
+
+def _one_source(sources: list[Path], output: Path | None) -> tuple[Path, Path]:
+    if len(sources) != 1:
+        raise InvalidOptions(f"{len(sources)} sources given without --policy",
+                             hint="give one SOURCE with -o OUTPUT, or several with --policy")
+    if output is None:
+        raise InvalidOptions("no output given", path=sources[0],
+                             hint="pass -o OUTPUT, or --policy FILE to file it into a library")
+    return sources[0], output
+
+
+def _on_error(value: str) -> Literal["continue", "stop"]:
+    if value not in {"continue", "stop"}:
+        raise InvalidOptions(f"--on-error '{value}' is not continue or stop",
+                             hint="pass --on-error continue or --on-error stop")
+    return "stop" if value == "stop" else "continue"
+
+
+def _batch(mode: str, sources: list[Path], policy_path: Path, *, output_dir: Path | None,
+           on_error: str, workers: int | None, as_json: bool) -> None:
+    """run, submit or plan several files under a policy: one batch id, one job per file."""
+    from mediatasks import batch
+    from mediatasks.policy import load_policy
+
+    settings = get_settings()
+    stop = _on_error(on_error)
+    policy = load_policy(policy_path)
+    batch_id = batch.new_batch_id()
+    prepared = batch.prepare(sources, policy, batch_id=batch_id,
+                             output_dir=output_dir.resolve() if output_dir else None,
+                             settings=settings, on_error=stop)
+    failed_early = any(p.error for p in prepared)
+    if mode == "plan":
+        results = batch.initial_results(prepared, stopped=False)
+        if as_json:
+            print(json.dumps({"job_id": batch_id, "files": [
+                {**json.loads(r.model_dump_json()), "status": "planned" if r.status == "queued"
+                 else r.status} for r in results]}))
+        else:
+            for r in results:
+                out.print(batch.describe_file(r).replace(" [queued]", ""))
+                for why in r.reasons if r.status != "skipped" else ():
+                    out.print(f"           because {why}")
+        if failed_early:
+            raise typer.Exit(1)
+        return
+    if failed_early and stop == "stop":
+        results = batch.initial_results(prepared, stopped=True)
+    elif mode == "submit":
+        results = batch.submit(prepared, _history())
+    else:
+        results = _run_batch(prepared, settings, stop=stop, workers=workers, as_json=as_json)
+    summary = batch.overall(batch_id, results)
+    if as_json:
+        print(summary.model_dump_json())
+    else:
+        for r in results:
+            out.print(batch.describe_file(r))
+        out.print(f"batch {batch_id}: {summary.status} ({len(results)} file(s))")
+    if summary.status in {"failed", "cancelled"}:
+        raise typer.Exit(1)
+
+
+def _run_batch(prepared: list[Any], settings: Settings, *, stop: Literal["continue", "stop"],
+               workers: int | None, as_json: bool) -> list[Any]:
+    from mediatasks import batch
+    from mediatasks.local import LocalCluster, default_workers
+    from mediatasks.profiles import is_hardware
+
+    plans = [p.plan for p in prepared if p.plan is not None]
+    if not plans:
+        return batch.initial_results(prepared, stopped=False)
+    work_dir = settings.work_dir if "MEDIATASKS_WORK_DIR" in os.environ else None
+    hardware = any(is_hardware(jp.spec.options.video_codec) for jp in plans)
+    cluster = LocalCluster(settings, workers=workers or default_workers(), work_dir=work_dir,
+                           hardware=hardware)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with cluster:
+            for jp in plans:
+                _record_submitted(jp)
+            return batch.run_local(prepared, cluster, on_error=stop,
+                                   console=err if err.is_terminal and not as_json else None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _options(video_codec: str, crf: float | None, preset: str | None,
@@ -188,8 +284,8 @@ def run_local(jp: JobPlan, cluster: Any, *, show_progress: bool) -> JobResult:
 
 @cli.command()
 def run(
-    source: InputArg,
-    output: OutputOpt,
+    sources: SourcesArg,
+    output: OutputOpt = None,
     video_codec: CodecOpt = "libx264",
     crf: CrfOpt = None,
     preset: PresetOpt = None,
@@ -199,13 +295,22 @@ def run(
     workers: Annotated[int | None, typer.Option("--workers", min=1,
                                                 help="Local worker processes.")] = None,
     overwrite: OverwriteOpt = False,
+    policy: PolicyOpt = None,
+    output_dir: OutputDirOpt = None,
+    on_error: OnErrorOpt = "continue",
     as_json: JsonOpt = False,
 ) -> None:
-    """Encode SOURCE into --output on a private broker with local workers."""
+    """Encode SOURCE into --output on a private broker with local workers; with --policy, every
+    media file of the SOURCES as one batch, filed into the policy's library."""
     from mediatasks.local import LocalCluster, default_workers
     from mediatasks.profiles import is_hardware
     from mediatasks.steps import mux, probe, publish
 
+    if policy is not None:
+        _batch("run", sources, policy, output_dir=output_dir, on_error=on_error, workers=workers,
+               as_json=as_json)
+        return
+    source, output = _one_source(sources, output)
     settings = get_settings()
     opts = _options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     # The checks that need no ffmpeg first: a missing file never starts a cluster.
@@ -293,7 +398,7 @@ def _plan_json(jp: JobPlan, settings: Settings) -> dict[str, Any]:
 
 @cli.command()
 def plan(
-    source: InputArg,
+    sources: SourcesArg,
     output: Annotated[Path | None, typer.Option("-o", "--output",
                                                 help="Output (default: SOURCE.out.mkv).")] = None,
     video_codec: CodecOpt = "libx264",
@@ -302,9 +407,21 @@ def plan(
     video_opt: VideoOpt = None,
     audio_codec: AudioOpt = "copy",
     chunk_seconds: ChunkOpt = None,
+    policy: PolicyOpt = None,
+    output_dir: OutputDirOpt = None,
+    on_error: OnErrorOpt = "continue",
     as_json: JsonOpt = False,
 ) -> None:
-    """Dry run: chunks, queues and every ffmpeg argv. Encodes nothing."""
+    """Dry run: chunks, queues and every ffmpeg argv. Encodes nothing. With --policy: for each
+    media file of the SOURCES, skip / remux / transcode, why, and where it will land."""
+    if policy is not None:
+        _batch("plan", sources, policy, output_dir=output_dir, on_error=on_error, workers=None,
+               as_json=as_json)
+        return
+    if len(sources) != 1:
+        raise InvalidOptions(f"{len(sources)} sources given without --policy",
+                             hint="give one SOURCE, or several with --policy")
+    source = sources[0]
     settings = get_settings()
     opts = _options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     target = output or source.with_name(f"{source.stem}.out.mkv")
@@ -351,8 +468,8 @@ def _history() -> Any:
 
 @cli.command()
 def submit(
-    source: InputArg,
-    output: OutputOpt,
+    sources: SourcesArg,
+    output: OutputOpt = None,
     video_codec: CodecOpt = "libx264",
     crf: CrfOpt = None,
     preset: PresetOpt = None,
@@ -360,11 +477,20 @@ def submit(
     audio_codec: AudioOpt = "copy",
     chunk_seconds: ChunkOpt = None,
     overwrite: OverwriteOpt = False,
+    policy: PolicyOpt = None,
+    output_dir: OutputDirOpt = None,
+    on_error: OnErrorOpt = "continue",
     as_json: JsonOpt = False,
 ) -> None:
-    """Check SOURCE, then hand the job to the cluster's workers (MEDIATASKS_BROKER_URL)."""
+    """Check SOURCE, then hand the job to the cluster's workers (MEDIATASKS_BROKER_URL); with
+    --policy, one job per media file of the SOURCES, as one batch."""
     from mediatasks.workflow import job_workflow
 
+    if policy is not None:
+        _batch("submit", sources, policy, output_dir=output_dir, on_error=on_error, workers=None,
+               as_json=as_json)
+        return
+    source, output = _one_source(sources, output)
     settings = get_settings()
     opts = _options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     jp = _prepare(source, output, opts, overwrite=overwrite, settings=settings,
@@ -407,6 +533,9 @@ def status(
     from mediatasks.jobstate import JobState
 
     history = _history()
+    if history.get(job_id) is None and history.jobs_in_batch(job_id):
+        _batch_status(history, job_id, follow=follow, as_json=as_json)
+        return
     record = _job_or_fail(history, job_id)
     if follow:
         state = JobState(app.backend, job_id)
@@ -422,6 +551,33 @@ def status(
         out.print(f"{record.job_id}: {record.status}"
                   + (f" ({record.error})" if record.error else ""))
     if follow and record.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _batch_status(history: Any, batch_id: str, *, follow: bool, as_json: bool) -> None:
+    """A batch's jobs; with --follow, until every one has ended (exit 1 if any did not succeed)."""
+    from mediatasks.history import TERMINAL
+
+    records = history.jobs_in_batch(batch_id)
+    while follow and any(r.status not in TERMINAL for r in records):
+        time.sleep(0.5)
+        records = history.jobs_in_batch(batch_id)
+    statuses = {r.status for r in records}
+    if statuses - TERMINAL:
+        overall = "running"
+    elif statuses == {"succeeded"}:
+        overall = "succeeded"
+    else:
+        overall = "failed" if "failed" in statuses else "cancelled"
+    if as_json:
+        print(json.dumps({"job_id": batch_id, "status": overall, "jobs": [
+            json.loads(r.model_dump_json(exclude={"tasks"})) for r in records]}))
+    else:
+        for r in records:
+            out.print(f"{r.job_id}  {r.status:<9}  {r.input}"
+                      + (f" ({r.error})" if r.error else ""))
+        out.print(f"batch {batch_id}: {overall} ({len(records)} job(s))")
+    if follow and overall != "succeeded":
         raise typer.Exit(1)
 
 
@@ -488,7 +644,8 @@ def retry(job_id: Annotated[str, typer.Argument(help="The job id.")],
                              hint="only a failed or cancelled job can be retried")
     spec = JobSpec.model_validate(record.settings)
     src = probe.check_source(spec.input)
-    publish.check_output(Path(spec.output), overwrite=spec.overwrite, source=src)
+    if spec.placement is None:  # a library placement decides itself (on_exists)
+        publish.check_output(Path(spec.output), overwrite=spec.overwrite, source=src)
     JobState(app.backend, job_id).reset()
     wf = job_workflow(spec)
     history.job_resubmitted(job_id, result_id=wf.tasks[-1].freeze().id)
@@ -497,6 +654,31 @@ def retry(job_id: Annotated[str, typer.Argument(help="The job id.")],
         print(json.dumps({"job_id": job_id, "status": "queued"}))
     else:
         out.print(f"{job_id}: queued again")
+
+
+@cli.command()
+def undo(job_id: Annotated[str, typer.Argument(help="A batch id or a job id.")],
+         as_json: JsonOpt = False) -> None:
+    """Put originals back and remove what a policy job or batch published (exit 1 if an
+    original was deleted and cannot come back)."""
+    from mediatasks import library
+
+    report = library.undo(job_id, _history())
+    if as_json:
+        print(json.dumps({"job_id": job_id, "status": "undone" if report.complete else "partial",
+                          **json.loads(report.model_dump_json())}))
+    else:
+        for p in report.removed:
+            out.print(f"removed   {p}")
+        for p in report.restored:
+            out.print(f"restored  {p}")
+        for p in report.removed_dirs:
+            out.print(f"removed   {p}/")
+        for line in report.lost:
+            err.print(f"mediatasks: {line}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"{job_id}: {report.undone} change(s) undone")
+    if not report.complete:
+        raise typer.Exit(1)
 
 
 @jobs_cli.command("list")

@@ -28,7 +28,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import shutil
 import stat
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from mediatasks import naming
 from mediatasks.errors import (
     DiskFull,
     InvalidOptions,
@@ -94,16 +94,9 @@ def trash_dir_for(root: Path, job_id: str) -> Path:
 
 
 def _unique_path(path: Path) -> Path:
-    """``path`` if free, else "Name (2).ext", "Name (3).ext", ... (a "Name (2)" goes on to 3)."""
-    if not os.path.lexists(path):
-        return path
-    match = re.fullmatch(r"(.*) \((\d+)\)", path.stem)
-    stem, n = (match.group(1), int(match.group(2))) if match else (path.stem, 1)
-    while True:
-        n += 1
-        candidate = path.with_name(f"{stem} ({n}){path.suffix}")
-        if not os.path.lexists(candidate):
-            return candidate
+    """``path`` if free, else "Name (2).ext", "Name (3).ext", ... within the 255-byte name limit.
+    A broken symlink counts as taken. (A stem that ends in "(1999)" is a year, not a counter.)"""
+    return naming.unique_path(path, os.path.lexists)
 
 
 def _temp_beside(path: Path, tag: str) -> Path:

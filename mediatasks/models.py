@@ -66,6 +66,7 @@ class StreamInfo(Frozen):
     title: str | None = None
     disposition: dict[str, int] = Field(default_factory=dict)
     filename: str | None = None  # attachments
+    channels: int | None = None  # audio
 
 
 class VideoInfo(Frozen):
@@ -124,8 +125,21 @@ class ProbeResult(Frozen):
         return [s for s in self.streams if s.codec_type == codec_type]
 
 
+class AudioTrackAction(Frozen):
+    """What happens to one source audio track."""
+
+    index: int
+    action: Literal["copy", "transcode", "drop"]
+    codec: str | None  # the output codec: the source's for copy and drop, the encoder for transcode
+    bitrate: str | None = None
+    reason: str
+
+
 class EncodeOptions(Frozen):
-    """What the user asked for the video and audio."""
+    """What the user (or a policy) asked for the video and audio.
+
+    ``video_codec`` 'copy' remuxes: the video packets go through untouched, nothing is encoded.
+    """
 
     video_codec: str = "libx264"
     crf: float | None = None
@@ -133,6 +147,23 @@ class EncodeOptions(Frozen):
     video_opts: tuple[tuple[str, str], ...] = ()
     audio_codec: str = "copy"
     chunk_seconds: float | None = None
+    scale: tuple[int, int] | None = None  # (width, height) in square pixels
+    audio_tracks: tuple[AudioTrackAction, ...] | None = None  # per track; None: all, audio_codec
+    drop_subtitles: tuple[int, ...] = ()  # source stream indices left out
+
+    @property
+    def remux(self) -> bool:
+        return self.video_codec == "copy"
+
+
+class Placement(Frozen):
+    """Where a policy job's output goes in the library, and what then happens to the source."""
+
+    root: str
+    on_exists: Literal["skip", "replace", "rename"] = "skip"
+    source_after: Literal["keep", "backup", "delete"] = "keep"
+    backup_dir: str | None = None
+    max_size_ratio: float | None = None  # the guard: keep the source if the result is larger
 
 
 class JobSpec(Frozen):
@@ -143,6 +174,8 @@ class JobSpec(Frozen):
     output: str
     options: EncodeOptions = EncodeOptions()
     overwrite: bool = False
+    batch_id: str | None = None
+    placement: Placement | None = None
 
 
 class Chunk(Frozen):
@@ -222,6 +255,11 @@ class JobResult(Frozen):
     job_id: str
     status: Literal["succeeded", "failed", "cancelled"]
     output: str | None
+    # What became of a succeeded job's file: published, or (policy jobs) kept back by the guard,
+    # or not placed because the library already has it (on_exists: skip).
+    outcome: Literal["published", "kept-source", "exists"] = "published"
+    input: str | None = None
+    source_now: str | None = None  # where the original is after source.after (None: deleted)
     frames_in: int | None = None
     frames_out: int | None = None
     error: str | None = None

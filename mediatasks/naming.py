@@ -86,8 +86,7 @@ def tokens(source: Path, probe: ProbeResult | None = None, *, ext: str | None = 
         audio = probe.of_type("audio")
         if audio:
             found["acodec"] = audio[0].codec_name
-            # StreamInfo carries no channel count yet: this token stays empty until it does.
-            found["channels"] = channel_label(getattr(audio[0], "channels", None))
+            found["channels"] = channel_label(audio[0].channels)
     return found
 
 

@@ -20,7 +20,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, fi
 
 from mediatasks import naming
 from mediatasks.errors import InvalidPolicy, MediatasksError
-from mediatasks.models import Frozen, StreamInfo, SubtitleAction, parse_rational
+from mediatasks.models import AudioTrackAction, Frozen, StreamInfo, SubtitleAction, parse_rational
 
 
 def _listify(value: object) -> object:
@@ -64,6 +64,7 @@ class VideoPolicy(Frozen):
     preset: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
     max_height: Annotated[int, Field(gt=0, strict=True)] | None = None
     skip_if_codec: _Codecs = ()
+    container: Literal["mkv", "mp4", "mov", "webm"] = "mkv"  # the output's {ext}
 
 
 class TranscodeTo(Frozen):
@@ -147,16 +148,6 @@ class Policy(Frozen):
     library: LibraryPolicy | None = None
     source: SourcePolicy = SourcePolicy()
     guard: GuardPolicy = GuardPolicy()
-
-
-class AudioTrackAction(Frozen):
-    """What happens to one source audio track."""
-
-    index: int
-    action: Literal["copy", "transcode", "drop"]
-    codec: str | None  # the output codec: the source's for copy and drop, the encoder for transcode
-    bitrate: str | None = None
-    reason: str
 
 
 def load_policy(path: Path) -> Policy:

@@ -196,8 +196,12 @@ def concat(self: JobTask, parts: list[dict[str, Any]], *, spec: dict[str, Any]) 
     s = _spec(spec)
     chunks = [ChunkResult.model_validate(p["chunk"]) for p in parts if "chunk" in p]
     audio = [AudioResult.model_validate(p["audio"]) for p in parts if "audio" in p]
-    video = concat_step.concat(_plan(s), chunks, job_dir(s.job_id), ffmpeg=_settings.ffmpeg,
-                               ffprobe=_settings.ffprobe)
+    jp = _plan(s)
+    if s.options.remux:  # the video packets come straight from the source at mux
+        video = StepResult(path=s.input, frames=jp.frame_count)
+    else:
+        video = concat_step.concat(jp, chunks, job_dir(s.job_id), ffmpeg=_settings.ffmpeg,
+                                   ffprobe=_settings.ffprobe)
     return {"video": video.model_dump(mode="json"),
             "audio": (audio[0] if audio else AudioResult(path=None, streams=0)).model_dump(
                 mode="json"),
@@ -235,15 +239,47 @@ def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dic
     done = state.published()
     if done is None:  # else a redelivery: the output is already in place
         jp = _plan(s)
-        publish_step.publish(Path(prev["output"]), Path(s.output), job_id=s.job_id,
-                             overwrite=s.overwrite)
-        done = JobResult(job_id=s.job_id, status="succeeded", output=s.output,
-                         frames_in=prev["frames_in"], frames_out=prev["frames_out"],
-                         chunks=len(jp.chunks), chunks_reused=prev.get("reused", 0),
-                         warnings=jp.warnings).model_dump(mode="json")
+        built = Path(prev["output"])
+        result = JobResult(job_id=s.job_id, status="succeeded", output=s.output, input=s.input,
+                           source_now=s.input, frames_in=prev["frames_in"],
+                           frames_out=prev["frames_out"], chunks=len(jp.chunks),
+                           chunks_reused=prev.get("reused", 0), warnings=jp.warnings)
+        if s.placement is None:
+            publish_step.publish(built, Path(s.output), job_id=s.job_id, overwrite=s.overwrite)
+        else:
+            result = _place(s, built, result)
+        done = result.model_dump(mode="json")
         state.record_published(done)
     shutil.rmtree(job_dir(s.job_id), ignore_errors=True)
     return done
+
+
+def _place(s: JobSpec, built: Path, result: JobResult) -> JobResult:
+    """A policy job's end: the guard, the library (recorded for undo), then the source."""
+    from mediatasks import library
+    from mediatasks.history import History
+
+    p = s.placement
+    assert p is not None
+    size_in, size_out = Path(s.input).stat().st_size, built.stat().st_size
+    if p.max_size_ratio is not None and size_out > size_in * p.max_size_ratio:
+        log.warning("%s: the result (%d bytes) is larger than %.2f x the source (%d bytes); the "
+                    "source is kept", s.input, size_out, p.max_size_ratio, size_in)
+        return result.model_copy(update={"output": None, "outcome": "kept-source"})
+    history = History(_settings.database_url)
+    try:
+        placed = library.place(built, Path(s.output), on_exists=p.on_exists, job_id=s.job_id,
+                               history=history, batch_id=s.batch_id, move=True,
+                               trash_dir=library.trash_dir_for(Path(p.root), s.job_id))
+        if placed.skipped:
+            return result.model_copy(update={"output": str(placed.path), "outcome": "exists"})
+        now = library.handle_source(Path(s.input), after=p.source_after,
+                                    backup_dir=Path(p.backup_dir) if p.backup_dir else None,
+                                    job_id=s.job_id, history=history, batch_id=s.batch_id)
+    finally:
+        history.close()
+    return result.model_copy(update={"output": str(placed.path),
+                                     "source_now": str(now) if now else None})
 
 
 @app.task(bind=True, name="mediatasks.cleanup")

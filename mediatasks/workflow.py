@@ -28,9 +28,10 @@ def job_workflow(spec: JobSpec) -> Signature:
 
 
 def encode_chord(plan: JobPlan) -> Signature:
-    """One encode per chunk on the encoder's queue, the audio once on io, then concat."""
+    """One encode per chunk on the encoder's queue, the audio once on io, then concat. A remux
+    encodes nothing: the audio task alone, then concat hands on the source's video."""
     s = plan.spec.model_dump(mode="json")
-    header = [tasks.encode_chunk.si(spec=s, index=c.index).set(queue=plan.queue)
-              for c in plan.chunks]
+    header = [] if plan.spec.options.remux else [
+        tasks.encode_chunk.si(spec=s, index=c.index).set(queue=plan.queue) for c in plan.chunks]
     header.append(tasks.encode_audio.si(spec=s))
     return chord(header, tasks.concat.s(spec=s))

@@ -140,7 +140,7 @@ class History:
                 id=spec.job_id, input=spec.input, output=spec.output,
                 settings=spec.model_dump_json(), status="queued",
                 created_at=_now(), chunks=chunks, size_in=size_in, result_id=result_id,
-                batch_id=batch_id))
+                batch_id=batch_id or spec.batch_id))
 
     def _ensure_job(self, conn: Any, job_id: str) -> None:
         if not conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first():

@@ -4,6 +4,7 @@ straight from the source, which is exact and costs no second copy."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import ffmpeg as ffmpeg_python
@@ -12,23 +13,51 @@ from mediatasks import runner
 from mediatasks.models import AudioResult, JobPlan
 
 
+def kept_tracks(plan: JobPlan) -> list[int]:
+    """The source audio streams that reach the output, in order."""
+    tracks = plan.spec.options.audio_tracks
+    if tracks is None:
+        return [s.index for s in plan.source.of_type("audio")]
+    return [t.index for t in tracks if t.action != "drop"]
+
+
 def audio_args(plan: JobPlan, out: Path, *, ffmpeg: str = "ffmpeg") -> list[str] | None:
-    """The argv that transcodes all audio to ``out``, or None when audio is copied at mux."""
+    """The argv that writes the output's audio to ``out``, or None when mux copies it from the
+    source (every kept track copied as it is)."""
     streams = plan.source.of_type("audio")
-    if plan.spec.options.audio_codec == "copy" or not streams:
+    opts = plan.spec.options
+    if not streams:
         return None
-    inp = ffmpeg_python.input(runner.media_url(plan.source.path))
-    compiled: list[str] = ffmpeg_python.output(
-        *[inp[str(s.index)] for s in streams], str(out),
-        acodec=plan.spec.options.audio_codec, f="matroska").get_args()
-    return [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts", *compiled]
+    if opts.audio_tracks is None:
+        if opts.audio_codec == "copy":
+            return None
+        inp = ffmpeg_python.input(runner.media_url(plan.source.path))
+        compiled: list[str] = ffmpeg_python.output(
+            *[inp[str(s.index)] for s in streams], str(out),
+            acodec=opts.audio_codec, f="matroska").get_args()
+        return [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts", *compiled]
+    kept = [t for t in opts.audio_tracks if t.action != "drop"]
+    if all(t.action == "copy" for t in kept):
+        return None
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts", "-i",
+            runner.media_url(plan.source.path)]
+    for t in kept:
+        args += ["-map", f"0:{t.index}"]
+    for i, t in enumerate(kept):
+        if t.action == "copy":
+            args += [f"-c:a:{i}", "copy"]
+        else:
+            args += [f"-c:a:{i}", str(t.codec)]
+            if t.bitrate:
+                args += [f"-b:a:{i}", t.bitrate]
+    return [*args, "-f", "matroska", str(out)]
 
 
 def encode_audio(plan: JobPlan, job_dir: Path, *, ffmpeg: str = "ffmpeg") -> AudioResult:
     """Transcode the audio once into ``job_dir/audio.mka`` (or plan a copy at mux)."""
-    streams = len(plan.source.of_type("audio"))
+    streams = len(kept_tracks(plan))
     out = job_dir / "audio.mka"
-    tmp = job_dir / "audio.mka.tmp"
+    tmp = job_dir / f"audio.mka.{os.getpid()}.tmp"
     argv = audio_args(plan, tmp, ffmpeg=ffmpeg)
     if argv is None:
         return AudioResult(path=None, streams=streams)

@@ -117,6 +117,9 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
         trim["end_pts"] = chunk.end_pts
     if trim:
         stream = stream.filter("trim", **trim)
+    if opts.scale is not None:
+        w, h = opts.scale
+        stream = stream.filter("scale", w, h).filter("setsar", 1)
     for name, args in profiles.upload_filters(opts.video_codec):
         stream = stream.filter(name, *args)
     out_kwargs: dict[str, object] = {"vcodec": opts.video_codec, "fps_mode": "passthrough",
@@ -212,10 +215,11 @@ def check_encoder(opts: EncodeOptions, video: VideoInfo, fmt: str, *, ffmpeg: st
     """
     # testsrc is RGB: unlike testsrc2 or color it keeps odd sizes, as a real source would.
     vf = f"format={video.pix_fmt}" if video.pix_fmt else "null"
+    want = opts.scale or (video.width, video.height)
     with tempfile.TemporaryDirectory(prefix="mediatasks-check-") as tmp:
         out = Path(tmp) / f"check.{_EXTENSIONS[fmt]}"
         argv = [ffmpeg, "-nostdin", "-hide_banner", "-v", "warning", "-y", "-f", "lavfi", "-i",
-                f"testsrc=size={video.width}x{video.height}:rate=25", "-frames:v", "2", "-vf", vf,
+                f"testsrc=size={want[0]}x{want[1]}:rate=25", "-frames:v", "2", "-vf", vf,
                 "-c:v", opts.video_codec, *profiles.quality_args(opts),
                 *profiles.user_args(opts), "-f", fmt, str(out)]
         try:
@@ -226,10 +230,10 @@ def check_encoder(opts: EncodeOptions, video: VideoInfo, fmt: str, *, ffmpeg: st
             raise InvalidOptions(f"the encoder {opts.video_codec} cannot run with these options: "
                                  f"{exc.message}", path=subject) from exc
         size = video_size(out)
-        if size != (video.width, video.height):
+        if size != want:
             raise InvalidOptions(
                 f"encoder {opts.video_codec} cannot keep the picture size "
-                f"{video.width}x{video.height} (it would give {size[0]}x{size[1]})",
+                f"{want[0]}x{want[1]} (it would give {size[0]}x{size[1]})",
                 path=subject, hint="use a lossless codec such as ffv1, or another encoder")
         for line in done.stderr_tail:
             if "has not been used for any stream" in line:

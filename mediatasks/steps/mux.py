@@ -7,6 +7,7 @@ subtitle streams are copied or converted and refuses what cannot be stored witho
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,7 @@ from mediatasks import profiles, runner
 from mediatasks.errors import InvalidOptions
 from mediatasks.isobmff import IDENTITY, set_display_matrix
 from mediatasks.models import AudioResult, JobPlan, ProbeResult, StepResult, SubtitleAction
+from mediatasks.steps.audio import kept_tracks
 from mediatasks.steps.probe import start_seconds
 
 log = logging.getLogger(__name__)
@@ -137,20 +139,22 @@ def mux_args(plan: JobPlan, video: Path, audio: AudioResult, out: Path, *,
     # moved onto the source's timeline; one output offset then shifts every stream alike. An
     # -itsoffset that cancels a multi-stream input's start makes ffmpeg 5.1 start each of its
     # streams at zero, losing the offsets between them, so the source never gets one.
-    args = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts",
-            "-itsoffset", _seconds(v0 - video_start), "-f", "nut", "-i", str(video)]
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts"]
+    remux = plan.spec.options.remux
+    if not remux:  # a remux takes the video packets straight from the source
+        args += ["-itsoffset", _seconds(v0 - video_start), "-f", "nut", "-i", str(video)]
     audio_input = None
     if audio.path:
         args += ["-i", str(audio.path)]
-        audio_input = 1
-    s_in = 2 if audio.path else 1
+        audio_input = 0 if remux else 1
+    s_in = (0 if remux else 1) + (1 if audio.path else 0)
     args += ["-i", runner.media_url(src.path)]
     # (input, stream index in that input) for every output stream, in output order.
-    streams: list[tuple[int, int]] = [(0, 0)]
+    streams: list[tuple[int, int]] = [(s_in, v.index) if remux else (0, 0)]
     if audio_input is not None:
         streams += [(audio_input, i) for i in range(audio.streams)]
     else:
-        streams += [(s_in, a.index) for a in src.of_type("audio")]
+        streams += [(s_in, i) for i in kept_tracks(plan)]
     codec_args: list[str] = ["-c", "copy"]
     out_sub = 0
     for action in plan.subtitles:
@@ -176,7 +180,8 @@ def mux_args(plan: JobPlan, video: Path, audio: AudioResult, out: Path, *,
     args += profiles.color_args(v)
     if v.interlaced and v.field_order:
         args += ["-field_order:v:0", v.field_order]
-    if v.sample_aspect_ratio and v.sample_aspect_ratio not in {"0:1", "1:1", "N/A"}:
+    if (v.sample_aspect_ratio and v.sample_aspect_ratio not in {"0:1", "1:1", "N/A"}
+            and plan.spec.options.scale is None):  # a scaled picture has square pixels
         num, _, den = v.sample_aspect_ratio.partition(":")
         dar = (int(num) * v.width, int(den) * v.height)
         args += ["-aspect:v:0", f"{dar[0]}:{dar[1]}"]
@@ -200,8 +205,8 @@ def mux(plan: JobPlan, video: Path, audio: AudioResult, out: Path, *, ffmpeg: st
     """Run the mux into ``out`` (a temp name in the job directory)."""
     for w in plan.warnings:
         log.warning("%s: %s", plan.spec.input, w)
-    tmp = out.with_name(out.name + ".tmp")
-    start = start_seconds(video, ffprobe=ffprobe)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    start = Decimal(0) if plan.spec.options.remux else start_seconds(video, ffprobe=ffprobe)
     argv = mux_args(plan, video, audio, tmp, video_start=start, ffmpeg=ffmpeg)
     done = runner.run(argv, subject=plan.spec.input, timeout=None)
     matrix = plan.source.video.display_matrix

@@ -113,14 +113,25 @@ def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
         InvalidOptions: the output container cannot hold what the source has.
     """
     seconds = spec.options.chunk_seconds or chunk_seconds
-    chunks = plan_chunks(source.video, chunk_seconds=seconds, min_chunk_frames=min_chunk_frames,
-                         chapter_starts=tuple(c.start for c in source.chapters),
-                         frame_pts=frame_pts)
+    if spec.options.remux:  # the video is copied whole: nothing to cut
+        chunks: tuple[Chunk, ...] = (Chunk(index=0, start_frame=0,
+                                           end_frame=source.video.frame_count, start_pts=None,
+                                           end_pts=None, seek_pts=None),)
+    else:
+        chunks = plan_chunks(source.video, chunk_seconds=seconds,
+                             min_chunk_frames=min_chunk_frames,
+                             chapter_starts=tuple(c.start for c in source.chapters),
+                             frame_pts=frame_pts)
     fmt = mux.output_format(spec.output)
-    subtitles = mux.subtitle_actions(source, fmt, subject=spec.input)
+    subtitles = tuple(
+        a.model_copy(update={"action": "drop", "to_codec": None,
+                             "reason": f"subtitle stream #{a.index} left out by the policy"})
+        if a.index in spec.options.drop_subtitles else a
+        for a in mux.subtitle_actions(source, fmt, subject=spec.input))
     mux.check_audio(source, fmt, spec.options.audio_codec, subject=spec.input)
     warnings = list(mux.container_warnings(source, fmt, spec.options.video_codec))
-    warnings += [f"subtitle stream #{a.index}: {a.reason}" for a in subtitles if a.reason]
+    warnings += [f"subtitle stream #{a.index}: {a.reason}" for a in subtitles
+                 if a.reason and a.index not in spec.options.drop_subtitles]
     if source.video.skipped_frames:
         warnings.append(f"{source.video.skipped_frames} frame(s) before the first keyframe cannot "
                         "be decoded (the recording starts mid-GOP) and are left out")
@@ -132,7 +143,7 @@ def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
         spec=spec,
         chunks=chunks,
         frame_count=source.video.frame_count,
-        queue=profiles.queue_for(spec.options.video_codec),
+        queue="io" if spec.options.remux else profiles.queue_for(spec.options.video_codec),
         output_format=fmt,
         subtitles=subtitles,
         keep_attachments=fmt == "matroska",

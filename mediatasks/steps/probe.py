@@ -186,6 +186,7 @@ def _stream_info(raw: dict[str, Any]) -> StreamInfo:
         title=_tag(tags, "title"),
         disposition={str(k): int(v) for k, v in (raw.get("disposition") or {}).items()},
         filename=_tag(tags, "filename"),
+        channels=_int(raw.get("channels")),
     )
 
 

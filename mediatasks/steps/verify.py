@@ -31,7 +31,9 @@ def _streams(path: Path, ffprobe: str) -> list[dict[str, Any]]:
 
 def expected_streams(plan: JobPlan) -> Counter[str]:
     want: Counter[str] = Counter(video=1)
-    want["audio"] = len(plan.source.of_type("audio"))
+    tracks = plan.spec.options.audio_tracks
+    want["audio"] = (len(plan.source.of_type("audio")) if tracks is None
+                     else sum(1 for t in tracks if t.action != "drop"))
     want["subtitle"] = sum(1 for a in plan.subtitles if a.action != "drop")
     if plan.keep_attachments:
         want["attachment"] = len(plan.source.of_type("attachment"))
@@ -70,7 +72,7 @@ def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
             raise VerificationFailed(f"the output has {have[kind]} {kind} stream(s), expected {n}",
                                      path=subject)
     video = videos[0]
-    src_size = (plan.source.video.width, plan.source.video.height)
+    src_size = plan.spec.options.scale or (plan.source.video.width, plan.source.video.height)
     out_size = (int(video.get("width") or 0), int(video.get("height") or 0))
     if out_size != src_size:
         raise VerificationFailed(f"the output is {out_size[0]}x{out_size[1]}, the source "

@@ -1,0 +1,281 @@
+"""batch: many files under one policy, one batch id, one job per file that needs one.
+
+``prepare`` probes and decides every file before anything runs (the one-line errors come here);
+``run_local`` runs the jobs on a private cluster and follows them; ``submit`` hands them to the
+shared cluster. Files run as concurrent jobs: the workers bound the parallelism.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from mediatasks.decide import Decision, decide, find_media
+from mediatasks.errors import InvalidOptions, MediatasksError
+from mediatasks.models import Frozen, JobPlan, JobResult
+from mediatasks.policy import Policy
+from mediatasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["continue", "stop"]
+
+
+class FileResult(Frozen):
+    """One file of a batch, as `--json` prints it."""
+
+    source: str
+    action: Literal["skip", "remux", "transcode"] | None = None
+    status: Literal["queued", "succeeded", "failed", "cancelled", "skipped", "not run"]
+    job_id: str | None = None
+    output: str | None = None
+    outcome: str | None = None
+    source_now: str | None = None
+    reasons: tuple[str, ...] = ()
+    error: str | None = None
+
+
+class BatchResult(Frozen):
+    """The whole batch: ``job_id`` is the batch id (``mediatasks undo`` and ``status`` take it)."""
+
+    job_id: str
+    status: Literal["queued", "succeeded", "failed", "cancelled"]
+    files: tuple[FileResult, ...]
+
+
+class Prepared(Frozen):
+    """A file decided and planned, or the one-line reason it cannot be."""
+
+    source: str
+    decision: Decision | None = None
+    plan: JobPlan | None = None
+    error: str | None = None
+
+
+def new_batch_id() -> str:
+    return f"b{uuid.uuid4().hex[:15]}"
+
+
+def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
+            output_dir: Path | None, settings: Settings, on_error: OnError) -> list[Prepared]:
+    """Probe, decide and plan every media file under ``inputs``.
+
+    A file that cannot be read is a failed entry; with ``on_error`` 'stop' the walk stops there.
+
+    Raises:
+        SourceNotFound: an input does not exist.
+        InvalidOptions: no media file was found.
+    """
+    from mediatasks.profiles import is_hardware
+    from mediatasks.steps import encode, mux, plan, probe
+
+    files = find_media(inputs)
+    if not files:
+        raise InvalidOptions("no media files found in "
+                             + ", ".join(str(p) for p in inputs),
+                             hint="give video files or directories that hold some")
+    out: list[Prepared] = []
+    for path in files:
+        try:
+            src = probe.check_source(path)
+            result = probe.probe(src, ffprobe=settings.ffprobe)
+            d = decide(result, policy, source=src, job_id=uuid.uuid4().hex, batch_id=batch_id,
+                       output_dir=output_dir)
+            jp = None
+            if d.spec is not None:
+                jp = plan.plan_job(result, d.spec, chunk_seconds=settings.chunk_seconds,
+                                   min_chunk_frames=settings.min_chunk_frames)
+                if d.action == "transcode" and not is_hardware(d.spec.options.video_codec):
+                    encode.check_encoder(d.spec.options, result.video,
+                                         mux.output_format(d.spec.output),
+                                         ffmpeg=settings.ffmpeg, subject=str(src))
+            out.append(Prepared(source=str(path), decision=d, plan=jp))
+        except MediatasksError as exc:
+            out.append(Prepared(source=str(path), error=str(exc)))
+            if on_error == "stop":
+                break
+    return out
+
+
+def initial_results(prepared: Sequence[Prepared], *, stopped: bool) -> list[FileResult]:
+    """What each file is before any job runs: skipped, failed, queued (or not run: stopped)."""
+    results = []
+    for p in prepared:
+        d = p.decision
+        if p.error is not None:
+            results.append(FileResult(source=p.source, status="failed", error=p.error))
+        elif d is None or d.spec is None:
+            results.append(FileResult(source=p.source, action=d.action if d else None,
+                                      status="skipped", output=d.output if d else None,
+                                      reasons=d.reasons if d else ()))
+        else:
+            results.append(FileResult(source=p.source, action=d.action,
+                                      status="not run" if stopped else "queued",
+                                      job_id=d.spec.job_id, output=d.output, reasons=d.reasons))
+    return results
+
+
+def overall(batch_id: str, results: Sequence[FileResult]) -> BatchResult:
+    statuses = {r.status for r in results}
+    status: Literal["queued", "succeeded", "failed", "cancelled"]
+    if "failed" in statuses:
+        status = "failed"
+    elif statuses & {"cancelled", "not run"}:
+        status = "cancelled"
+    elif "queued" in statuses:
+        status = "queued"
+    else:
+        status = "succeeded"
+    return BatchResult(job_id=batch_id, status=status, files=tuple(results))
+
+
+def submit(prepared: Sequence[Prepared], history: Any) -> list[FileResult]:
+    """Record and send every job of the batch to the cluster."""
+    from mediatasks.workflow import job_workflow
+
+    results = initial_results(prepared, stopped=False)
+    for p in prepared:
+        if p.plan is None:
+            continue
+        spec = p.plan.spec
+        wf = job_workflow(spec)
+        history.job_submitted(spec, result_id=wf.tasks[-1].freeze().id, batch_id=spec.batch_id)
+        wf.apply_async()
+    return results
+
+
+class _Bars:
+    """One bar for the batch (files done) and one per running file (frames)."""
+
+    def __init__(self, console: Console | None, total: int):
+        self.progress: Progress | None = None
+        self.rows: dict[str, TaskID] = {}
+        if console is not None:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                                     console=console, transient=False)
+            self.progress.start()
+            self.all = self.progress.add_task("batch", total=total, note="files")
+
+    def file(self, job_id: str, name: str, snap: Any, done: bool, status: str) -> None:
+        if self.progress is None:
+            return
+        if job_id not in self.rows:
+            self.rows[job_id] = self.progress.add_task(name[-40:], total=None, note="")
+        row = self.rows[job_id]
+        if snap is not None and snap.planned:
+            self.progress.update(row, total=snap.frames_total, completed=snap.frames_done,
+                                 note=f"{snap.fps:.0f} fps" if snap.fps else "")
+        if done:
+            self.progress.update(row, note=status)
+
+    def files_done(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.all, completed=n)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def run_local(prepared: Sequence[Prepared], cluster: Any, *, on_error: OnError,
+              console: Console | None) -> list[FileResult]:
+    """Run every job of the batch at once on a started private cluster, until all have ended.
+
+    With ``on_error`` 'stop', the first job that fails cancels the others.
+    """
+    from mediatasks.celery_app import app
+    from mediatasks.jobstate import JobState
+    from mediatasks.tasks import describe
+    from mediatasks.workflow import job_workflow
+
+    app.conf.update(broker_url=cluster.broker_url, result_backend=cluster.broker_url)
+    results = {r.source: r for r in initial_results(prepared, stopped=False)}
+    running: dict[str, tuple[Prepared, Any, JobState]] = {}
+    for p in prepared:
+        if p.plan is not None:
+            spec = p.plan.spec
+            running[p.source] = (p, job_workflow(spec).apply_async(), JobState(app.backend,
+                                                                               spec.job_id))
+    bars = _Bars(console, len(prepared))
+    finished = len(prepared) - len(running)
+    bars.files_done(finished)
+    stopping = False
+    try:
+        while running:
+            cluster.check_alive()
+            for source, (p, result, state) in list(running.items()):
+                done = result.ready()
+                assert p.plan is not None
+                status = "running"
+                if done:
+                    status = _collect(results, p, result, state, describe)
+                    del running[source]
+                    finished += 1
+                    bars.files_done(finished)
+                    if status == "failed" and on_error == "stop" and not stopping:
+                        stopping = True
+                        for _, _, other in running.values():
+                            other.request_cancel()
+                bars.file(p.plan.job_id, Path(source).name, _snapshot(state), done, status)
+            time.sleep(0.2)
+    finally:
+        bars.close()
+    return [results[p.source] for p in prepared]
+
+
+def _snapshot(state: Any) -> Any:
+    try:
+        return state.snapshot()
+    except Exception:  # the broker is briefly away: no bar update this time
+        return None
+
+
+def _collect(results: dict[str, FileResult], p: Prepared, result: Any, state: Any,
+             describe: Any) -> str:
+    before = results[p.source]
+    if result.successful():
+        done = JobResult.model_validate(result.get())
+        results[p.source] = before.model_copy(update={
+            "status": "succeeded", "output": done.output, "outcome": done.outcome,
+            "source_now": done.source_now})
+        return "succeeded"
+    cancelled = state.cancelled()
+    message = state.error() or describe(result.result, "the job")
+    results[p.source] = before.model_copy(update={
+        "status": "cancelled" if cancelled else "failed",
+        "error": "cancelled: another file of the batch failed (--on-error stop)" if cancelled
+        else message})
+    return "cancelled" if cancelled else "failed"
+
+
+def describe_file(r: FileResult) -> str:
+    """One line per file for people."""
+    name = r.source
+    if r.status == "failed":
+        return f"failed     {name}: {r.error}"
+    if r.status == "skipped":
+        return f"skip       {name}: {'; '.join(r.reasons)}"
+    if r.status in {"cancelled", "not run"}:
+        return f"{r.status:<10} {name}" + (f": {r.error}" if r.error else "")
+    what = r.action or ""
+    if r.outcome == "kept-source":
+        return f"{what:<10} {name}: the result was larger than the guard allows; source kept"
+    if r.outcome == "exists":
+        return f"{what:<10} {name}: {r.output} already exists (on_exists: skip)"
+    tail = f" -> {r.output}" if r.output else ""
+    after = ""
+    if (r.status == "succeeded" and r.source_now is not None
+            and Path(r.source_now).resolve() != Path(r.source).resolve()):
+        after = f" (original moved to {r.source_now})"
+    elif r.status == "succeeded" and r.source_now is None and r.outcome == "published":
+        after = " (original deleted)"
+    return f"{what:<10} {name}{tail}{after}" + ("" if r.status == "succeeded"
+                                                 else f" [{r.status}]")
