@@ -51,6 +51,11 @@ def test_a_worker_killed_with_its_ffmpeg_is_redelivered_and_the_job_has_every_fr
     rig.wait_for_chunk_encodes(job_id, count=2)
     rig.kill_worker("doomed")
     killed_at = time.monotonic()
+    # ffmpeg leads its own process group and dies with its parent (the parent-death signal),
+    # a moment after the pool process it belonged to.
+    deadline = time.monotonic() + 10
+    while rig.running_chunk_encodes(job_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert rig.running_chunk_encodes(job_id) == [], "ffmpeg outlived its worker"
     rig.start_worker("survivor")
     record = rig.wait_job(job_id, timeout=240)
