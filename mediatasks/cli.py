@@ -548,8 +548,10 @@ def status(
     if as_json:
         print(record.model_dump_json(exclude={"tasks"}))
     else:
+        reused = (f" ({record.chunks_reused} of {record.chunks} chunks reused from the earlier "
+                  "attempt)" if record.chunks_reused else "")
         out.print(f"{record.job_id}: {record.status}"
-                  + (f" ({record.error})" if record.error else ""))
+                  + (f" ({record.error})" if record.error else "") + reused)
     if follow and record.status != "succeeded":
         raise typer.Exit(1)
 

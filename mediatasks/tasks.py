@@ -20,6 +20,7 @@ from mediatasks.errors import (
     MediatasksError,
     PermanentError,
     TransientError,
+    VerificationFailed,
 )
 from mediatasks.jobstate import JobState
 from mediatasks.models import (
@@ -41,6 +42,7 @@ from mediatasks.steps import plan as plan_step
 from mediatasks.steps import probe as probe_step
 from mediatasks.steps import publish as publish_step
 from mediatasks.steps import verify as verify_step
+from mediatasks.steps.probe import count_packets
 from mediatasks.workers import check_encoder_here
 
 _settings = get_settings()
@@ -267,9 +269,22 @@ def _place(s: JobSpec, built: Path, result: JobResult) -> JobResult:
                     "source is kept", s.input, size_out, p.max_size_ratio, size_in)
         return result.model_copy(update={"output": None, "outcome": "kept-source"})
     history = History(_settings.database_url)
+
+    def check_copy(tmp: Path) -> None:
+        """The file about to be linked into the library is the one verify passed: same size,
+        every frame (a copy across filesystems is read back, not trusted)."""
+        if tmp.stat().st_size != size_out:
+            raise VerificationFailed(f"the copy in the library holds {tmp.stat().st_size} bytes, "
+                                     f"the verified output {size_out}", path=s.input)
+        frames = count_packets(tmp, ffprobe=_settings.ffprobe)
+        if result.frames_out is not None and frames != result.frames_out:
+            raise VerificationFailed(f"the copy in the library holds {frames} frames, the "
+                                     f"verified output {result.frames_out}", path=s.input)
+
     try:
         placed = library.place(built, Path(s.output), on_exists=p.on_exists, job_id=s.job_id,
                                history=history, batch_id=s.batch_id, move=True,
+                               verify=check_copy,
                                trash_dir=library.trash_dir_for(Path(p.root), s.job_id))
         if placed.skipped:
             return result.model_copy(update={"output": str(placed.path), "outcome": "exists"})

@@ -131,13 +131,17 @@ def test_a_version_1_database_is_upgraded_in_place_keeping_its_jobs(empty_databa
     history = History(empty_database)
     try:
         with history.engine.connect() as conn:
-            assert current_version(conn) == SCHEMA_VERSION == 2
+            assert current_version(conn) == SCHEMA_VERSION == 3
             assert "ix_jobs_batch_id" in {ix["name"] for ix in inspect(conn).get_indexes("jobs")}
+            assert "chunks_reused" in {c["name"] for c in inspect(conn).get_columns("jobs")}
         old = history.get("old")
         assert old is not None and old.status == "succeeded" and old.batch_id is None
         history.job_submitted(spec("new"), batch_id="b1")
         assert [j.job_id for j in history.jobs_in_batch("b1")] == ["new"]
         assert history.record_operation("new", "publish", dst="/lib/a.mkv", size=1) > 0
+        history.job_finished("new", "succeeded", size_out=5 * 2**30, chunks_reused=3)
+        new = history.get("new")
+        assert new is not None and new.size_out == 5 * 2**30 and new.chunks_reused == 3
     finally:
         history.close()
 

@@ -180,6 +180,8 @@ def test_retry_reuses_every_chunk_already_verified(two_workers: dict[str, Any],
     result = json.loads(meta or "{}")["result"]
     assert result["chunks"] >= 4 and result["chunks_reused"] == result["chunks"]
     assert _frames(out) == 200
+    said = mt(env, "status", job_id)
+    assert f"({result['chunks']} of {result['chunks']} chunks reused" in said.stdout, said.stdout
 
 
 def _frames(path: Path) -> int:

@@ -61,8 +61,11 @@ def _jobs_v1_columns() -> list[Column[Any]]:
 
 jobs = Table(
     "jobs", metadata,
-    *_jobs_v1_columns(),
+    *[c for c in _jobs_v1_columns() if c.name not in {"size_in", "size_out"}],
+    Column("size_in", BigInteger),  # v3: was Integer
+    Column("size_out", BigInteger),  # v3: was Integer
     Column("batch_id", String(64)),  # v2
+    Column("chunks_reused", Integer),  # v3
 )
 _jobs_batch_index = Index("ix_jobs_batch_id", jobs.c.batch_id)  # v2
 
@@ -117,7 +120,16 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[operations])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+def _v3(conn: Connection) -> None:
+    """How many chunks a job reused from an earlier attempt; sizes past 2 GiB on PostgreSQL."""
+    if "chunks_reused" not in {c["name"] for c in inspect(conn).get_columns("jobs")}:
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN chunks_reused INTEGER"))
+    if conn.dialect.name == "postgresql":  # SQLite's INTEGER is 64-bit already
+        conn.execute(text("ALTER TABLE jobs ALTER COLUMN size_in TYPE BIGINT, "
+                          "ALTER COLUMN size_out TYPE BIGINT"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

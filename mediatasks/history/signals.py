@@ -77,7 +77,8 @@ def _finished(task_id: str | None = None, task: Any = None, kwargs: Any = None,
         size = os.path.getsize(output) if output and os.path.exists(output) else None
         _safe(lambda h: h.job_finished(job_id, "succeeded", chunks=retval.get("chunks"),
                                        frames_in=retval.get("frames_in"),
-                                       frames_out=retval.get("frames_out"), size_out=size))
+                                       frames_out=retval.get("frames_out"), size_out=size,
+                                       chunks_reused=retval.get("chunks_reused")))
 
 
 @task_failure.connect

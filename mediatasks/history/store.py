@@ -95,6 +95,7 @@ class JobRecord(BaseModel):
     frames_out: int | None
     size_in: int | None
     size_out: int | None
+    chunks_reused: int | None = None
     tasks: tuple[TaskRecord, ...] = ()
 
 
@@ -180,7 +181,7 @@ class History:
     def job_finished(self, job_id: str, status: JobStatus, *, error: str | None = None,
                      **fields: Any) -> None:
         """Mark the job done; the first terminal status wins (a chunk's failure, not its echo)."""
-        allowed = {"chunks", "frames_in", "frames_out", "size_out"}
+        allowed = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused"}
         with self.engine.begin() as conn:
             self._ensure_job(conn, job_id)
             conn.execute(jobs.update().where(jobs.c.id == job_id)
@@ -234,7 +235,7 @@ class History:
             result_id=m["result_id"], created_at=m["created_at"], started_at=m["started_at"],
             finished_at=m["finished_at"], chunks=m["chunks"], frames_in=m["frames_in"],
             frames_out=m["frames_out"], size_in=m["size_in"], size_out=m["size_out"],
-            batch_id=m["batch_id"],
+            batch_id=m["batch_id"], chunks_reused=m["chunks_reused"],
             tasks=tuple(TaskRecord(id=t.id, name=t.name, queue=t.queue, worker=t.worker,
                                    state=t.state, started_at=t.started_at,
                                    finished_at=t.finished_at, retries=t.retries, error=t.error)
