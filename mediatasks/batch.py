@@ -76,6 +76,9 @@ def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
     from mediatasks.profiles import is_hardware
     from mediatasks.steps import encode, mux, plan, probe
 
+    if policy.library is None and output_dir is None:
+        raise InvalidOptions("the policy has no library section and no --output-dir was given",
+                             hint="add library: root: ... to the policy, or pass --output-dir DIR")
     files = find_media(inputs)
     if not files:
         raise InvalidOptions("no media files found in "

@@ -57,7 +57,7 @@ def trial(kind: str, source: Path, root: Path, visibility: int, outage: float = 
 def corpus_totals() -> str:
     text = (ROOT / "docs" / "compatibility.md").read_text()
     found = re.search(r"\*\*(\d+ files:[^*]+)\*\*", text)
-    return found.group(1) if found else "not generated yet: run scripts/compatibility.py"
+    return found.group(1).rstrip(".") if found else "not generated yet: run scripts/compatibility.py"
 
 
 def render(results: list[dict[str, object]], visibility: int) -> str:

@@ -318,3 +318,17 @@ def test_submit_sends_a_batch_to_the_cluster_and_status_follows_it(
     assert lib.files(lib.lib) == ["Movies/One (2001)/One (2001).mkv",
                                   "Movies/Two (2002)/Two (2002).mkv"]
     shutil.rmtree(tmp_path / "rig", ignore_errors=True)
+
+
+def test_without_a_library_the_output_dir_is_used_and_required(lib: Library) -> None:
+    src = make_release(lib.incoming / "plain name.mkv", size="160x120")
+    policy = lib.root / "nolib.yaml"
+    policy.write_text("video: {codec: libx264, preset: ultrafast}\n")
+    refused = lib.mt("run", str(src), "--policy", str(policy))
+    assert refused.returncode == 2 and "--output-dir" in refused.stderr
+    out_dir = lib.root / "out"
+    out_dir.mkdir()
+    done, result = lib.run_json(str(src), "--policy", str(policy), "--output-dir", str(out_dir))
+    assert done.returncode == 0, done.stderr
+    assert lib.files(out_dir) == ["plain name.mkv"] and result["files"][0]["status"] == "succeeded"
+    assert len(frame_hashes(out_dir / "plain name.mkv")) == 50
