@@ -79,6 +79,11 @@ def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
     if policy.library is None and output_dir is None:
         raise InvalidOptions("the policy has no library section and no --output-dir was given",
                              hint="add library: root: ... to the policy, or pass --output-dir DIR")
+    if policy.audio.transcode_to is not None:
+        from mediatasks.steps.audio import check_audio_encoder
+
+        check_audio_encoder(policy.audio.transcode_to.codec, policy.audio.transcode_to.bitrate,
+                            ffmpeg=settings.ffmpeg, subject="audio.transcode_to")
     files = find_media(inputs)
     if not files:
         raise InvalidOptions("no media files found in "

@@ -66,6 +66,14 @@ class VideoPolicy(Frozen):
     skip_if_codec: _Codecs = ()
     container: Literal["mkv", "mp4", "mov", "webm"] = "mkv"  # the output's {ext}
 
+    @field_validator("codec")
+    @classmethod
+    def _not_copy(cls, codec: str) -> str:
+        if codec == "copy":
+            raise ValueError("must be an encoder; to keep compliant video as it is, list its codec "
+                             "in video.skip_if_codec")
+        return codec
+
 
 class TranscodeTo(Frozen):
     """The encoder (and bitrate) for audio tracks that are not kept as they are."""

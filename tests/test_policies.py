@@ -236,6 +236,13 @@ def test_a_template_that_escapes_the_root_or_a_typo_is_refused_with_its_line(
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1, done.stderr
     assert "typo.yaml:3" in lines[0] and "max_heigth" in lines[0] and "max_height" in lines[0]
+    bad_audio = lib.policy("audio: {transcode_to: {codec: aacc}}\n")
+    done = lib.mt("run", str(src), "--policy", str(bad_audio))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "unknown encoder 'aacc'" in lines[0], lines
+    copy = lib.policy("video: {codec: copy}\n")
+    done = lib.mt("plan", str(src), "--policy", str(copy))
+    assert done.returncode == 2 and "video.skip_if_codec" in done.stderr, done.stderr
     assert lib.files(lib.lib) == []
 
 

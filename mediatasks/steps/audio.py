@@ -64,3 +64,24 @@ def encode_audio(plan: JobPlan, job_dir: Path, *, ffmpeg: str = "ffmpeg") -> Aud
     done = runner.run(argv, subject=plan.spec.input)
     tmp.replace(out)
     return AudioResult(path=str(out), streams=streams, seconds=done.seconds)
+
+
+def check_audio_encoder(codec: str, bitrate: str | None, *, ffmpeg: str = "ffmpeg",
+                        subject: str | None = None) -> None:
+    """A tenth of a second of tone through the encoder, before any job runs.
+
+    Raises:
+        UnknownEncoder, InvalidOptions: the encoder or its bitrate cannot be used.
+    """
+    from mediatasks.errors import InvalidOptions, MediatasksError
+
+    argv = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-f", "lavfi", "-i",
+            "sine=sample_rate=48000:duration=0.1", "-c:a", codec,
+            *(["-b:a", bitrate] if bitrate else []), "-f", "null", "-"]
+    try:
+        runner.run(argv, subject=subject, timeout=60)
+    except InvalidOptions:
+        raise
+    except MediatasksError as exc:
+        raise InvalidOptions(f"the audio encoder {codec} cannot run: {exc.message}",
+                             path=subject, hint="check audio.transcode_to in the policy") from exc
