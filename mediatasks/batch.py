@@ -64,7 +64,8 @@ def new_batch_id() -> str:
 
 
 def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
-            output_dir: Path | None, settings: Settings, on_error: OnError) -> list[Prepared]:
+            output_dir: Path | None, settings: Settings, on_error: OnError,
+            chunk_seconds: float | None = None) -> list[Prepared]:
     """Probe, decide and plan every media file under ``inputs``.
 
     A file that cannot be read is a failed entry; with ``on_error`` 'stop' the walk stops there.
@@ -95,7 +96,7 @@ def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
             src = probe.check_source(path)
             result = probe.probe(src, ffprobe=settings.ffprobe)
             d = decide(result, policy, source=src, job_id=uuid.uuid4().hex, batch_id=batch_id,
-                       output_dir=output_dir)
+                       output_dir=output_dir, chunk_seconds=chunk_seconds)
             jp = None
             if d.spec is not None:
                 jp = plan.plan_job(result, d.spec, chunk_seconds=settings.chunk_seconds,

@@ -79,7 +79,8 @@ def _on_error(value: str) -> Literal["continue", "stop"]:
 
 
 def _batch(mode: str, sources: list[Path], policy_path: Path, *, output_dir: Path | None,
-           on_error: str, workers: int | None, as_json: bool) -> None:
+           on_error: str, workers: int | None, as_json: bool,
+           chunk_seconds: float | None = None) -> None:
     """run, submit or plan several files under a policy: one batch id, one job per file."""
     from mediatasks import batch
     from mediatasks.policy import load_policy
@@ -90,7 +91,7 @@ def _batch(mode: str, sources: list[Path], policy_path: Path, *, output_dir: Pat
     batch_id = batch.new_batch_id()
     prepared = batch.prepare(sources, policy, batch_id=batch_id,
                              output_dir=output_dir.resolve() if output_dir else None,
-                             settings=settings, on_error=stop)
+                             settings=settings, on_error=stop, chunk_seconds=chunk_seconds)
     failed_early = any(p.error for p in prepared)
     if mode == "plan":
         results = batch.initial_results(prepared, stopped=False)
@@ -308,7 +309,7 @@ def run(
 
     if policy is not None:
         _batch("run", sources, policy, output_dir=output_dir, on_error=on_error, workers=workers,
-               as_json=as_json)
+               as_json=as_json, chunk_seconds=chunk_seconds)
         return
     source, output = _one_source(sources, output)
     settings = get_settings()
@@ -416,7 +417,7 @@ def plan(
     media file of the SOURCES, skip / remux / transcode, why, and where it will land."""
     if policy is not None:
         _batch("plan", sources, policy, output_dir=output_dir, on_error=on_error, workers=None,
-               as_json=as_json)
+               as_json=as_json, chunk_seconds=chunk_seconds)
         return
     if len(sources) != 1:
         raise InvalidOptions(f"{len(sources)} sources given without --policy",
@@ -488,7 +489,7 @@ def submit(
 
     if policy is not None:
         _batch("submit", sources, policy, output_dir=output_dir, on_error=on_error, workers=None,
-               as_json=as_json)
+               as_json=as_json, chunk_seconds=chunk_seconds)
         return
     source, output = _one_source(sources, output)
     settings = get_settings()

@@ -87,7 +87,7 @@ def destination(source: Path, probe: ProbeResult, policy: Policy, *,
 
 def decide(probe: ProbeResult, policy: Policy, *, source: Path, job_id: str,
            batch_id: str | None, output_dir: Path | None = None,
-           exists: bool | None = None) -> Decision:
+           exists: bool | None = None, chunk_seconds: float | None = None) -> Decision:
     """Skip, remux or transcode ``source``, with the reasons and the job that does it.
 
     - transcode: the video codec is not in ``video.skip_if_codec``, or the picture is taller than
@@ -98,6 +98,7 @@ def decide(probe: ProbeResult, policy: Policy, *, source: Path, job_id: str,
 
     Args:
         exists: whether the destination exists (None: look).
+        chunk_seconds: the target chunk length (None: MEDIATASKS_CHUNK_SECONDS).
     """
     v = probe.video
     root, output = destination(source, probe, policy, output_dir=output_dir)
@@ -140,7 +141,7 @@ def decide(probe: ProbeResult, policy: Policy, *, source: Path, job_id: str,
         video_codec="copy" if action == "remux" else policy.video.codec,
         crf=policy.video.crf if action == "transcode" else None,
         preset=policy.video.preset if action == "transcode" else None,
-        scale=scale, audio_tracks=audio, drop_subtitles=drops)
+        scale=scale, audio_tracks=audio, drop_subtitles=drops, chunk_seconds=chunk_seconds)
     placement = Placement(root=str(root), on_exists=on_exists,
                           source_after=policy.source.after,
                           backup_dir=str(policy.source.backup_dir)

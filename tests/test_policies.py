@@ -339,3 +339,34 @@ def test_without_a_library_the_output_dir_is_used_and_required(lib: Library) -> 
     assert done.returncode == 0, done.stderr
     assert lib.files(out_dir) == ["plain name.mkv"] and result["files"][0]["status"] == "succeeded"
     assert len(frame_hashes(out_dir / "plain name.mkv")) == 50
+
+
+@pytest.mark.parametrize("on_error", ["continue", "stop"])
+def test_a_job_that_fails_while_encoding_cancels_the_others_only_with_stop(
+        lib: Library, on_error: str) -> None:
+    """Mocked fault: an ffmpeg wrapper makes every chunk encode of one file fail as a damaged file
+    would (a deterministic error, not retried); the other file is a slow encode still running."""
+    broken = make_release(lib.incoming / "A.Fails.2001.mkv", size="160x120")
+    slow = make_release(lib.incoming / "B.Slow.2002.mkv", size="640x360", seconds=12)
+    wrapper = lib.root / "ffmpeg-failing-for-one-file"
+    wrapper.write_text("#!/bin/sh\n"
+                       'case "$*" in *A.Fails*-progress*|*-progress*A.Fails*)\n'
+                       '  echo "Invalid data found when processing input" >&2; exit 1;;\n'
+                       "esac\n"
+                       'exec ffmpeg "$@"\n')
+    wrapper.chmod(0o755)
+    lib.env["MEDIATASKS_FFMPEG"] = str(wrapper)
+    policy = lib.policy("video: {codec: libx264, preset: veryslow}\n")
+    done, result = lib.run_json(str(lib.incoming), "--policy", str(policy), "--on-error", on_error,
+                                "--chunk-seconds", "2")
+    assert done.returncode == 1
+    by_name = {Path(f["source"]).name: f for f in result["files"]}
+    assert by_name[broken.name]["status"] == "failed"
+    assert "invalid data" in by_name[broken.name]["error"].lower()
+    if on_error == "stop":
+        assert by_name[slow.name]["status"] == "cancelled", by_name[slow.name]
+        assert lib.files(lib.lib) == []
+    else:
+        assert by_name[slow.name]["status"] == "succeeded", by_name[slow.name]
+        assert lib.files(lib.lib) == ["Movies/B Slow (2002)/B Slow (2002).mkv"]
+    assert sha256(slow) and slow.exists() and broken.exists()
