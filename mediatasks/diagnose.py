@@ -87,6 +87,10 @@ def failure_for(
         m = pattern.search(text)
         if m:
             message = template.format(*m.groups(), m=m.group(0))
+            if cls is DiskFull and len(argv) > 1 and not argv[-1].startswith("-"):
+                # ffmpeg's last argument is the file it writes: say where space is missing.
+                where = Path(argv[-1].removeprefix("file:")).parent
+                hint = f"free space in {where}, or point MEDIATASKS_WORK_DIR elsewhere"
             return cls(f"{tool}: {message}", path=subject, hint=hint)
     if returncode < 0:
         try:

@@ -10,6 +10,7 @@ import pytest
 
 from mediatasks import runner
 from mediatasks.errors import (
+    DiskFull,
     FfmpegFailed,
     JobCancelled,
     ProcessKilled,
@@ -68,6 +69,9 @@ def test_failures_are_classified_from_the_exit_and_stderr() -> None:
                               "processing input\\n'); sys.exit(1)"], subject="/in.mkv")
     with pytest.raises(FfmpegFailed, match=r"exit 3.*last words"):
         runner.run([PY, "-c", "import sys; sys.stderr.write('last words\\n'); sys.exit(3)"])
+    with pytest.raises(DiskFull, match=r"no space left.*free space in /work/job7/chunks"):
+        runner.run([PY, "-c", "import sys; sys.stderr.write('Error writing trailer: No space left "
+                              "on device\\n'); sys.exit(1)", "/work/job7/chunks/00001.nut.tmp"])
 
 
 def test_arguments_reach_the_program_as_they_are_never_through_a_shell(tmp_path: Path) -> None:
