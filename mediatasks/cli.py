@@ -649,14 +649,19 @@ def retry(job_id: Annotated[str, typer.Argument(help="The job id.")],
     src = probe.check_source(spec.input)
     if spec.placement is None:  # a library placement decides itself (on_exists)
         publish.check_output(Path(spec.output), overwrite=spec.overwrite, source=src)
-    JobState(app.backend, job_id).reset()
+    state = JobState(app.backend, job_id)
+    # A new attempt number: tasks of the earlier attempt still queued (a retry right after a
+    # cancel) end as they start instead of running beside this one.
+    spec = spec.model_copy(update={"attempt": max(spec.attempt, state.attempt()) + 1})
+    state.reset()
+    state.record_attempt(spec.attempt)
     wf = job_workflow(spec)
-    history.job_resubmitted(job_id, result_id=wf.tasks[-1].freeze().id)
+    history.job_resubmitted(job_id, result_id=wf.tasks[-1].freeze().id, spec=spec)
     wf.apply_async()
     if as_json:
         print(json.dumps({"job_id": job_id, "status": "queued"}))
     else:
-        out.print(f"{job_id}: queued again")
+        out.print(f"{job_id}: queued again (attempt {spec.attempt + 1})")
 
 
 @cli.command()

@@ -42,6 +42,10 @@ def _published_key(job_id: str) -> str:
     return f"mediatasks-published-{job_id}"
 
 
+def _attempt_key(job_id: str) -> str:
+    return f"mediatasks-attempt-{job_id}"
+
+
 def _loads(raw: Any) -> Any:
     if raw is None:
         return None
@@ -110,6 +114,14 @@ class JobState:
     def published(self) -> dict[str, Any] | None:
         value = _loads(self.store.get(_published_key(self.job_id)))
         return value if isinstance(value, dict) else None
+
+    def record_attempt(self, attempt: int) -> None:
+        self.store.set(_attempt_key(self.job_id), json.dumps(attempt))
+
+    def attempt(self) -> int:
+        """The job's current attempt (0 until it is retried)."""
+        value = _loads(self.store.get(_attempt_key(self.job_id)))
+        return int(value) if isinstance(value, int) else 0
 
     def reset(self) -> None:
         """Forget the error, the cancel flag and the plan (before the job is run again)."""

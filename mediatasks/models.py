@@ -176,6 +176,7 @@ class JobSpec(Frozen):
     overwrite: bool = False
     batch_id: str | None = None
     placement: Placement | None = None
+    attempt: int = 0  # raised by every `mediatasks retry`; tasks of an earlier attempt are dropped
 
 
 class Chunk(Frozen):

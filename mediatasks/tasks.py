@@ -83,6 +83,11 @@ class JobTask(Task):  # type: ignore[misc]
         spec = spec if isinstance(spec, dict) else {}
         state = job_state(str(spec["job_id"])) if spec.get("job_id") else None
         try:
+            if state is not None and int(spec.get("attempt") or 0) < state.attempt():
+                # Queued before a `mediatasks retry`: the new attempt does this work.
+                log.warning("%s[%s]: a task of an earlier attempt of job %s; dropped", self.name,
+                            self.request.id, spec["job_id"])
+                raise Ignore()
             if state is not None and state.cancelled():
                 # A cancelled job's queued tasks end here, before doing anything.
                 raise JobCancelled("the job was cancelled", path=spec.get("input"))
@@ -177,7 +182,7 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
             jp, chunk, job_dir(s.job_id), ffmpeg=_settings.ffmpeg, ffprobe=_settings.ffprobe,
             stall_timeout=_settings.stall_timeout,
             on_progress=progress,
-            should_stop=state.cancelled)
+            should_stop=lambda: state.cancelled() or state.attempt() > s.attempt)
     except HardwareUnavailable as exc:
         raise HardwareUnavailable(
             f"{s.options.video_codec} cannot run on worker {self.request.hostname}: "
@@ -298,10 +303,14 @@ def _place(s: JobSpec, built: Path, result: JobResult) -> JobResult:
 
 
 @app.task(bind=True, name="mediatasks.cleanup")
-def cleanup(self: Task, *args: Any, job_id: str) -> None:
+def cleanup(self: Task, *args: Any, job_id: str, attempt: int = 0) -> None:
     """Errback of every job: a cancelled job's files all go; a failed job keeps only its verified
-    chunks, for `mediatasks retry` to reuse."""
-    if job_state(job_id).cancelled():
+    chunks, for `mediatasks retry` to reuse. The cleanup of an attempt that has since been retried
+    leaves the new attempt's files alone."""
+    state = job_state(job_id)
+    if attempt < state.attempt():
+        return
+    if state.cancelled():
         shutil.rmtree(job_dir(job_id), ignore_errors=True)
     else:
         encode_step.remove_all_but_verified_chunks(job_dir(job_id))

@@ -23,7 +23,7 @@ def job_workflow(spec: JobSpec) -> Signature:
         tasks.verify.s(spec=s),
         tasks.publish.s(spec=s),
     )
-    wf.link_error(tasks.cleanup.si(job_id=spec.job_id))
+    wf.link_error(tasks.cleanup.si(job_id=spec.job_id, attempt=spec.attempt))
     return wf
 
 

@@ -152,6 +152,45 @@ def test_cancel_kills_running_ffmpeg_drops_queued_chunks_and_removes_temp_files(
     assert again.returncode != 0 and "already cancelled" in again.stderr
 
 
+def test_a_retry_right_after_a_cancel_is_not_disturbed_by_the_cancelled_attempt(
+        two_workers: dict[str, Any], tmp_path: Path) -> None:
+    env = two_workers["env"]
+    src = tmp_path / "src.mkv"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=25", "-t", "8", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-g", "25", str(src)], check=True)
+    out = tmp_path / "out.mkv"
+    sub = mt(env, "submit", str(src), "-o", str(out), "--preset", "slow", "--chunk-seconds", "1",
+             "--json")
+    assert sub.returncode == 0, sub.stderr
+    job_id = json.loads(sub.stdout)["job_id"]
+    deadline = time.monotonic() + 60
+    while not _ffmpeg_of(job_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mt(env, "cancel", job_id).returncode == 0
+    retried = mt(env, "retry", job_id)  # at once: chunks of the cancelled attempt are still queued
+    assert retried.returncode == 0 and "attempt 2" in retried.stdout, retried.stderr
+    done = mt(env, "status", job_id, "--follow", "--json")
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    assert _frames(out) == 200
+    # A chunk of the cancelled attempt delivered now (it sat in a queue behind a long encode,
+    # or came back after a visibility timeout) is dropped, not run beside the new attempt.
+    record = json.loads(mt(env, "jobs", "show", job_id, "--json").stdout)
+    stale = {**record["settings"], "attempt": 0}
+    sent = subprocess.run([sys.executable, "-m", "celery", "-A", "mediatasks", "call",
+                           "mediatasks.encode_chunk", "--queue", "cpu", "--kwargs",
+                           json.dumps({"spec": stale, "index": 0})],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    log_path = Path(two_workers["gpu_log"]).parent / "cpu.log"
+    deadline = time.monotonic() + 30
+    line = f"a task of an earlier attempt of job {job_id}; dropped"
+    while line not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert line in log_path.read_text()
+
+
 def test_retry_reuses_every_chunk_already_verified(two_workers: dict[str, Any],
                                                    clips: dict[str, Path],
                                                    tmp_path: Path) -> None:

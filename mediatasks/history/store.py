@@ -189,12 +189,16 @@ class History:
                          .values(status=status, error=error, finished_at=_now(),
                                  **{k: v for k, v in fields.items() if k in allowed}))
 
-    def job_resubmitted(self, job_id: str, *, result_id: str | None) -> None:
-        """A failed or cancelled job queued again (`mediatasks retry`)."""
+    def job_resubmitted(self, job_id: str, *, result_id: str | None,
+                        spec: JobSpec | None = None) -> None:
+        """A failed or cancelled job queued again (`mediatasks retry`), as ``spec`` (its new
+        attempt) when given."""
+        extra = {"settings": spec.model_dump_json()} if spec is not None else {}
         with self.engine.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(
                 status="queued", error=None, started_at=None, finished_at=None,
-                result_id=result_id, frames_out=None, size_out=None))
+                result_id=result_id, frames_out=None, size_out=None, chunks_reused=None,
+                **extra))
 
     def job_planned(self, job_id: str, *, chunks: int, frames: int) -> None:
         with self.engine.begin() as conn:
