@@ -144,6 +144,12 @@ def _run_batch(prepared: list[Any], settings: Settings, *, stop: Literal["contin
                 _record_submitted(jp)
             return batch.run_local(prepared, cluster, on_error=stop,
                                    console=err if err.is_terminal and not as_json else None)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            history = _history()
+            for jp in plans:
+                history.job_finished(jp.job_id, "cancelled", error="interrupted")
+        raise JobCancelled("interrupted: workers stopped, temp files removed") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -611,14 +617,29 @@ def worker(
 
 
 @cli.command()
-def cancel(job_id: Annotated[str, typer.Argument(help="The job id.")],
+def cancel(job_id: Annotated[str, typer.Argument(help="The job id, or a batch id.")],
            as_json: JsonOpt = False) -> None:
-    """Stop a job: queued tasks are dropped, running ffmpeg killed, its temp files removed."""
+    """Stop a job (or every unfinished job of a batch): queued tasks are dropped, running ffmpeg
+    killed, its temp files removed."""
     from mediatasks.celery_app import app
     from mediatasks.history import TERMINAL
     from mediatasks.jobstate import JobState
 
     history = _history()
+    if history.get(job_id) is None and history.jobs_in_batch(job_id):
+        running = [r for r in history.jobs_in_batch(job_id) if r.status not in TERMINAL]
+        if not running:
+            raise InvalidOptions(f"batch {job_id} has no queued or running job",
+                                 hint=f"see 'mediatasks status {job_id}'")
+        for r in running:
+            JobState(app.backend, r.job_id).request_cancel()
+            history.job_finished(r.job_id, "cancelled", error="cancelled by the user")
+        if as_json:
+            print(json.dumps({"job_id": job_id, "status": "cancelled",
+                              "cancelled": [r.job_id for r in running]}))
+        else:
+            out.print(f"batch {job_id}: {len(running)} job(s) cancelled")
+        return
     record = _job_or_fail(history, job_id)
     if record.status in TERMINAL:
         raise InvalidOptions(f"job {job_id} has already {record.status}",

@@ -370,3 +370,27 @@ def test_a_job_that_fails_while_encoding_cancels_the_others_only_with_stop(
         assert by_name[slow.name]["status"] == "succeeded", by_name[slow.name]
         assert lib.files(lib.lib) == ["Movies/B Slow (2002)/B Slow (2002).mkv"]
     assert sha256(slow) and slow.exists() and broken.exists()
+
+
+def test_a_submitted_batch_can_be_cancelled_as_a_whole(lib: Library, tmp_path: Path) -> None:
+    for name in ("Long.One.2001.mkv", "Long.Two.2002.mkv"):
+        make_release(lib.incoming / name, size="640x360", seconds=12)
+    policy = lib.policy("video: {codec: libx264, preset: veryslow}\n")
+    with Rig(tmp_path / "rig") as rig:
+        rig.env.update(MEDIATASKS_DATABASE_URL=lib.env["MEDIATASKS_DATABASE_URL"])
+        rig.start_worker("w")
+        sub = rig.mt("submit", str(lib.incoming), "--policy", str(policy), "--chunk-seconds", "2",
+                     "--json")
+        assert sub.returncode == 0, sub.stderr
+        batch = json.loads(sub.stdout.strip().splitlines()[-1])["job_id"]
+        jobs = json.loads(rig.mt("status", batch, "--json").stdout)["jobs"]
+        rig.wait_for_chunk_encodes(jobs[0]["job_id"])
+        cancelled = rig.mt("cancel", batch, "--json")
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert len(json.loads(cancelled.stdout)["cancelled"]) == len(jobs) == 2
+        followed = rig.mt("status", batch, "--follow", "--json")
+        assert followed.returncode == 1
+        assert {j["status"] for j in json.loads(followed.stdout)["jobs"]} == {"cancelled"}
+        again = rig.mt("cancel", batch)
+        assert again.returncode == 2 and "no queued or running job" in again.stderr
+    assert lib.files(lib.lib) == []
