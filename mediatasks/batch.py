@@ -110,6 +110,26 @@ def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
             out.append(Prepared(source=str(path), error=str(exc)))
             if on_error == "stop":
                 break
+    return _flag_shared_destinations(out)
+
+
+def _flag_shared_destinations(prepared: list[Prepared]) -> list[Prepared]:
+    """Two files of one batch that land on one path (a 720p and a 1080p release of one film):
+    said up front; library.on_exists decides at publish time, in the order the jobs finish."""
+    targets: dict[str, list[str]] = {}
+    for p in prepared:
+        if p.decision is not None and p.decision.spec is not None and p.decision.output:
+            targets.setdefault(p.decision.output, []).append(p.source)
+    out = []
+    for p in prepared:
+        d = p.decision
+        shared = targets.get(d.output, []) if d is not None and d.spec and d.output else []
+        if d is not None and len(shared) > 1:
+            others = ", ".join(Path(s).name for s in shared if s != p.source)
+            d = d.model_copy(update={"reasons": (*d.reasons, f"{others} of this batch lands here "
+                                                             "too (library.on_exists decides)")})
+            p = p.model_copy(update={"decision": d})
+        out.append(p)
     return out
 
 
