@@ -63,7 +63,14 @@ def tokens(source: Path, probe: ProbeResult | None = None, *, ext: str | None = 
 
     Missing tokens are None. ``ext`` is the output's extension (without a dot); the source's by default.
     """
-    guess: dict[str, Any] = dict(guessit(str(source)))
+    # The file name first: given the whole path, guessit also reads folder names, and takes any
+    # folder's name (a download or work folder) for an episode title. The folders are read only
+    # when the name alone lacks the title, or is an episode without a season
+    # ('Show Name/Season 2/03 - Pilot.mkv').
+    guess: dict[str, Any] = dict(guessit(source.name))
+    episode_without_season = guess.get("type") == "episode" and guess.get("season") is None
+    if not guess.get("title") or episode_without_season:
+        guess = dict(guessit(str(source)))
     found: dict[str, object] = {name: None for name in TOKENS}
     is_episode = guess.get("type") == "episode"
     found["type"] = "episode" if is_episode else "movie"

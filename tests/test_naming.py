@@ -89,6 +89,14 @@ def test_folders_in_the_source_path_help_the_guess() -> None:
         "Show Name", 2, 3, "Pilot")
 
 
+def test_a_download_folder_name_does_not_leak_into_the_name() -> None:
+    found = tokens(Path("/downloads/tmp_job_0042/Show.Name.S01E02.mkv"))
+    assert (found["series"], found["season"], found["episode"], found["episode_title"]) == (
+        "Show Name", 1, 2, None)
+    found = tokens(Path("/downloads/Some Folder/The.Movie.2019.mkv"))
+    assert (found["title"], found["year"], found["edition"]) == ("The Movie", 2019, None)
+
+
 def test_underscores_and_no_year_give_a_name_without_empty_parentheses() -> None:
     assert name("some_movie_without_year.mkv") == "Movies/some movie without year/some movie without year.mkv"
 
