@@ -25,6 +25,9 @@ MEDIA_EXTENSIONS = frozenset({
 
 Action = Literal["skip", "remux", "transcode"]
 
+_AUDIO_ENCODER_CODEC = {"libfdk_aac": "aac", "aac_at": "aac", "libopus": "opus",
+                        "libvorbis": "vorbis", "libmp3lame": "mp3", "ac3_fixed": "ac3"}
+
 
 class Decision(Frozen):
     """One file's fate under a policy."""
@@ -61,8 +64,20 @@ def find_media(inputs: Iterable[Path]) -> list[Path]:
     return list(unique.values())
 
 
+def encoder_codec(encoder: str) -> str:
+    """The codec name ffprobe will report for what an ffmpeg video encoder writes."""
+    name = encoder.lower()
+    for needle, codec in (("265", "hevc"), ("hevc", "hevc"), ("264", "h264"), ("av1", "av1"),
+                          ("vp9", "vp9"), ("vp8", "vp8"), ("prores", "prores"),
+                          ("mpeg4", "mpeg4"), ("xvid", "mpeg4")):
+        if needle in name:
+            return codec
+    return name
+
+
 def destination(source: Path, probe: ProbeResult, policy: Policy, *,
-                output_dir: Path | None) -> tuple[Path, Path]:
+                output_dir: Path | None,
+                overrides: dict[str, object] | None = None) -> tuple[Path, Path]:
     """(library root, output path) for a file: the library template, or OUTPUT_DIR/<stem>.<ext>.
 
     Raises:
@@ -73,7 +88,7 @@ def destination(source: Path, probe: ProbeResult, policy: Policy, *,
 
     ext = policy.video.container
     if policy.library is not None:
-        found = naming.tokens(source, probe, ext=ext)
+        found = {**naming.tokens(source, probe, ext=ext), **(overrides or {})}
         template = (policy.library.episode if naming.kind(found) == "episode"
                     else policy.library.movie)
         return policy.library.root, naming.render(template, found, root=policy.library.root)
@@ -101,11 +116,22 @@ def decide(probe: ProbeResult, policy: Policy, *, source: Path, job_id: str,
         chunk_seconds: the target chunk length (None: MEDIATASKS_CHUNK_SECONDS).
     """
     v = probe.video
-    root, output = destination(source, probe, policy, output_dir=output_dir)
     reasons: list[str] = []
     scale = scaled_size(v.width, v.height, policy.video.max_height, v.sample_aspect_ratio)
     compliant = v.codec_name in policy.video.skip_if_codec
     audio = tuple(audio_plan(probe.streams, policy.audio))
+    # Tokens describe the file that will be published, not the source.
+    overrides: dict[str, object] = {}
+    if not compliant or scale is not None:
+        overrides["vcodec"] = encoder_codec(policy.video.codec)
+    if scale is not None:
+        overrides["resolution"] = naming.resolution_label(*scale)
+    kept = [a for a in audio if a.action != "drop"]
+    if kept:
+        first = kept[0]
+        overrides["acodec"] = (first.codec if first.action == "copy"
+                               else _AUDIO_ENCODER_CODEC.get(str(first.codec), first.codec))
+    root, output = destination(source, probe, policy, output_dir=output_dir, overrides=overrides)
     subs = subtitle_plan(probe.streams, policy.subtitles)
     drops = tuple(s.index for s in subs if s.action == "drop")
     if not compliant:

@@ -101,3 +101,14 @@ def test_a_walk_finds_media_files_once_in_order_and_skips_hidden_ones(tmp_path: 
         "a/one.mp4", "b/two.MKV", "c/three.ts"]
     with pytest.raises(SourceNotFound, match="no such file"):
         find_media([tmp_path / "missing"])
+
+
+def test_tokens_describe_the_result_not_the_source(tmp_path: Path) -> None:
+    src = tmp_path / "Film.2001.mkv"
+    p = Policy.model_validate({
+        "library": {"root": str(tmp_path / "lib"),
+                    "movie": "{title} ({year}) [{resolution} {vcodec} {acodec}].{ext}"},
+        "video": {"codec": "libx265", "max_height": 720},
+        "audio": {"transcode_to": {"codec": "libopus"}}})
+    d = decide(probe(str(src), streams=AUDIO), p, source=src, job_id="j", batch_id=None)
+    assert d.output == str(tmp_path / "lib" / "Film (2001) [720p hevc opus].mkv")
