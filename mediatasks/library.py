@@ -28,7 +28,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from mediatasks import naming
+from mediatasks import files, naming
 from mediatasks.errors import (
     DiskFull,
     InvalidOptions,
@@ -105,36 +104,6 @@ def _temp_beside(path: Path, tag: str) -> Path:
     return path.with_name(f".mediatasks-{key}.{tag}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _copy(src: Path, dst: Path) -> str:
-    """Copy bytes and mtime, fsync, return the sha256 of what was written."""
-    digest = hashlib.sha256()
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while block := fin.read(1024 * 1024):
-            digest.update(block)
-            fout.write(block)
-        fout.flush()
-        shutil.copystat(src, dst)
-        os.fsync(fout.fileno())
-    return digest.hexdigest()
-
-
 def _link_no_clobber(src: Path, dst: Path) -> None:
     """Give ``src``'s file the name ``dst`` too; FileExistsError if ``dst`` is taken.
 
@@ -166,7 +135,7 @@ def _move(src: Path, dst: Path, *, sha256: str | None = None) -> None:
             raise
         tmp = _temp_beside(dst, "moving")
         try:
-            digest = _copy(src, tmp)
+            digest = files.copy_synced(src, tmp)
             if os.stat(tmp).st_size != os.stat(src).st_size or (sha256 and digest != sha256):
                 raise VerificationFailed(f"{src} changed while it was being copied to {dst}",
                                          path=src, hint="nothing was moved; run it again")
@@ -175,8 +144,8 @@ def _move(src: Path, dst: Path, *, sha256: str | None = None) -> None:
             tmp.unlink(missing_ok=True)
     with contextlib.suppress(FileNotFoundError):  # gone already when the link was a rename
         os.unlink(src)
-    _fsync_dir(dst.parent)
-    _fsync_dir(src.parent)
+    files.fsync_dir(dst.parent)
+    files.fsync_dir(src.parent)
 
 
 def _raise_disk_full(exc: OSError, path: Path) -> None:
@@ -232,7 +201,7 @@ class _Log:
                 raise
             else:
                 created.append((d, op))
-                _fsync_dir(d.parent)
+                files.fsync_dir(d.parent)
         return created
 
     def remove_dirs(self, created: list[tuple[Path, int]]) -> None:
@@ -352,7 +321,7 @@ def place(built: Path, target: Path, *, on_exists: OnExists, job_id: str, histor
     tmp.unlink(missing_ok=True)
     if move and not moved:
         built.unlink(missing_ok=True)
-    _fsync_dir(final.parent)
+    files.fsync_dir(final.parent)
     return Placed(path=final, trashed=trashed.dst if trashed else None,
                   created_dirs=tuple(d for d, _ in created))
 
@@ -371,10 +340,10 @@ def _stage(built: Path, tmp: Path, *, move: bool) -> tuple[bool, str]:
         if renamed:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            digest = _sha256(tmp)
+            digest = files.sha256(tmp)
         else:
-            digest = _copy(built, tmp)
-        _fsync_dir(tmp.parent)
+            digest = files.copy_synced(built, tmp)
+        files.fsync_dir(tmp.parent)
         return renamed, digest
     except BaseException as exc:
         _unstage(tmp, built, renamed)
@@ -397,25 +366,34 @@ class _Trashed(NamedTuple):
     op: int
 
 
-def _trash(path: Path, trash_dir: Path, log: _Log, created: list[tuple[Path, int]],
-           unique: Callable[[Path], Path]) -> _Trashed:
-    """Move the file at ``path`` aside into ``trash_dir``, recorded first; return where and the op."""
-    created.extend(log.make_dirs(trash_dir))
-    digest = _sha256(path)
+def _move_aside(kind: str, path: Path, folder: Path, log: _Log, unique: Callable[[Path], Path],
+                what: str) -> tuple[Path, int]:
+    """Move ``path`` into ``folder`` under a free name, each try recorded first; return where
+    it went and its operation id."""
+    digest = files.sha256(path)
     for _ in range(_ATTEMPTS):
-        dst = unique(trash_dir / path.name)
-        op = log.record("trash", src=path, dst=dst, file=path, sha256=digest)
+        dst = unique(folder / path.name)
+        op = log.record(kind, src=path, dst=dst, file=path, sha256=digest)
         try:
             _move(path, dst, sha256=digest)
-        except FileExistsError:
+        except FileExistsError:  # taken between the choice and the move: the next name
             log.withdraw(op)
             continue
         except BaseException:
             if os.path.lexists(path):
                 log.withdraw(op)
             raise
-        return _Trashed(path, dst, op)
-    raise OutputExists("no free name in the trash directory", path=trash_dir, hint="empty it")
+        return dst, op
+    raise OutputExists(f"no free name in the {what} directory", path=folder,
+                       hint="empty it" if what == "trash" else "clear out old backups")
+
+
+def _trash(path: Path, trash_dir: Path, log: _Log, created: list[tuple[Path, int]],
+           unique: Callable[[Path], Path]) -> _Trashed:
+    """Move the file at ``path`` aside into ``trash_dir``, recorded first; return where and the op."""
+    created.extend(log.make_dirs(trash_dir))
+    dst, op = _move_aside("trash", path, trash_dir, log, unique, "trash")
+    return _Trashed(path, dst, op)
 
 
 def _untrash(trashed: _Trashed, log: _Log) -> None:
@@ -456,14 +434,14 @@ def handle_source(source: Path, *, after: After, backup_dir: Path | None, job_id
     if not source.is_file():
         raise SourceNotFound("the source is gone", path=source, hint="check the source path")
     if after == "delete":
-        op = log.record("delete", src=source, file=source, sha256=_sha256(source))
+        op = log.record("delete", src=source, file=source, sha256=files.sha256(source))
         try:
             source.unlink()
         except OSError:
             if os.path.lexists(source):
                 log.withdraw(op)
             raise
-        _fsync_dir(source.parent)
+        files.fsync_dir(source.parent)
         return None
     if backup_dir is None:
         raise InvalidOptions("source.after is backup but no backup directory is set", path=source,
@@ -472,23 +450,8 @@ def handle_source(source: Path, *, after: After, backup_dir: Path | None, job_id
         raise InvalidOptions("the backup directory is the source's own directory", path=backup_dir,
                              hint="choose another source.backup_dir")
     created = log.make_dirs(backup_dir)
-    digest = _sha256(source)
     try:
-        for _ in range(_ATTEMPTS):
-            dst = unique(backup_dir / source.name)
-            op = log.record("backup", src=source, dst=dst, file=source, sha256=digest)
-            try:
-                _move(source, dst, sha256=digest)
-            except FileExistsError:
-                log.withdraw(op)
-                continue
-            except BaseException:
-                if os.path.lexists(source):
-                    log.withdraw(op)
-                raise
-            return dst
-        raise OutputExists("no free name in the backup directory", path=backup_dir,
-                           hint="clear out old backups")
+        return _move_aside("backup", source, backup_dir, log, unique, "backup")[0]
     except OSError as exc:
         log.remove_dirs(created)
         _raise_disk_full(exc, backup_dir)
@@ -581,7 +544,7 @@ def _change(path: Path, op: Operation, *, mtime: bool) -> str | None:
         return f"{op.size} bytes then, {st.st_size} now"
     if mtime and op.mtime_ns is not None and st.st_mtime_ns != op.mtime_ns:
         return f"its modification time is {_when(st.st_mtime_ns)}, it was {_when(op.mtime_ns)}"
-    if op.sha256 and _sha256(path) != op.sha256:
+    if op.sha256 and files.sha256(path) != op.sha256:
         return "same size, different content"
     return None
 
@@ -685,7 +648,7 @@ def _act(step: _Step, done: _Done) -> None:
             done.kept_dirs.append(dst)
         else:
             done.removed_dirs.append(dst)
-            _fsync_dir(dst.parent)
+            files.fsync_dir(dst.parent)
     elif step.action == "remove" and dst is not None:
         try:
             st = os.lstat(dst)
@@ -695,7 +658,7 @@ def _act(step: _Step, done: _Done) -> None:
             raise UndoRefused(f"{dst} changed during the undo", path=dst,
                               hint="move it away, then run undo again")
         dst.unlink()
-        _fsync_dir(dst.parent)
+        files.fsync_dir(dst.parent)
         done.removed.append(dst)
     elif step.action == "move_back" and src is not None and dst is not None:
         try:
@@ -706,4 +669,4 @@ def _act(step: _Step, done: _Done) -> None:
         done.restored.append(src)
     elif step.action == "drop_copy" and src is not None and dst is not None and os.path.lexists(src):
         dst.unlink(missing_ok=True)
-        _fsync_dir(dst.parent)
+        files.fsync_dir(dst.parent)

@@ -7,12 +7,11 @@ meanwhile, so a file that exists is never replaced.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 from pathlib import Path
 
+from mediatasks import files
 from mediatasks.errors import DiskFull, InvalidOptions, OutputExists
 
 
@@ -21,15 +20,6 @@ def temp_path(output: Path, job_id: str) -> Path:
     unique to the job, and short enough whatever the output's name (at most 255 bytes)."""
     head = output.name.encode()[:100].decode(errors="ignore")
     return output.with_name(f".{head}.{job_id}.part")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def check_output(output: Path, *, overwrite: bool, source: Path | None = None) -> None:
@@ -55,13 +45,6 @@ def check_output(output: Path, *, overwrite: bool, source: Path | None = None) -
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InvalidOptions("the output directory is not writable", path=output,
                              hint="choose a directory you can write to")
-
-
-def _copy(src: Path, dst: Path) -> None:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1024 * 1024)
-        fout.flush()
-        os.fsync(fout.fileno())
 
 
 def _marker(built: Path) -> Path:
@@ -104,7 +87,7 @@ def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                _copy(built, tmp)
+                files.copy_synced(built, tmp)
         elif not tmp.exists():
             raise FileNotFoundError(errno.ENOENT, "the verified output is missing", str(built))
         st = tmp.stat()
@@ -122,7 +105,7 @@ def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
                     raise OutputExists("already exists", path=output,
                                        hint="pass --overwrite to replace it") from None
                 os.rename(tmp, output)
-        _fsync_dir(output.parent)
+        files.fsync_dir(output.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
