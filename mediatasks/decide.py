@@ -119,10 +119,14 @@ def decide(probe: ProbeResult, policy: Policy, *, source: Path, job_id: str,
     reasons: list[str] = []
     scale = scaled_size(v.width, v.height, policy.video.max_height, v.sample_aspect_ratio)
     compliant = v.codec_name in policy.video.skip_if_codec
+    # A packet copy keeps every stored packet: frames an edit list hides, or undecodable frames
+    # before the first keyframe, would become frames of the output. Those files are encoded.
+    hidden = v.discarded_packets + v.skipped_frames
+    copyable = compliant and not hidden
     audio = tuple(audio_plan(probe.streams, policy.audio))
     # Tokens describe the file that will be published, not the source.
     overrides: dict[str, object] = {}
-    if not compliant or scale is not None:
+    if not copyable or scale is not None:
         overrides["vcodec"] = encoder_codec(policy.video.codec)
     if scale is not None:
         overrides["resolution"] = naming.resolution_label(*scale)
@@ -137,6 +141,10 @@ def decide(probe: ProbeResult, policy: Policy, *, source: Path, job_id: str,
     if not compliant:
         reasons.append(f"video is {v.codec_name}, not one of video.skip_if_codec "
                        f"({', '.join(policy.video.skip_if_codec) or 'none'})")
+    elif hidden and scale is None:
+        reasons.append(f"video {v.codec_name} could be kept, but {hidden} stored frame(s) are "
+                       "never shown (an edit list, or frames before the first keyframe) and a "
+                       "copy would show them: encoded instead")
     if scale is not None:
         reasons.append(f"{v.width}x{v.height} is taller than video.max_height "
                        f"{policy.video.max_height}: scaled to {scale[0]}x{scale[1]}")
@@ -149,7 +157,7 @@ def decide(probe: ProbeResult, policy: Policy, *, source: Path, job_id: str,
     if exists is None:
         exists = os.path.lexists(output)
     action: Action
-    if not compliant or scale is not None:
+    if not copyable or scale is not None:
         action = "transcode"
         reasons += track_changes
     elif track_changes or not in_place:

@@ -93,6 +93,7 @@ class VideoInfo(Frozen):
     end_pts: int | None = None
     frame_count: int = 0
     skipped_frames: int = 0  # before the first keyframe: not decodable, not part of the source
+    discarded_packets: int = 0  # hidden by an edit list: stored, never shown
     keyframes: tuple[Keyframe, ...] = ()
     is_vfr: bool = False
     split_blocker: str | None = None  # why this stream must be encoded as one chunk

@@ -112,3 +112,14 @@ def test_tokens_describe_the_result_not_the_source(tmp_path: Path) -> None:
         "audio": {"transcode_to": {"codec": "libopus"}}})
     d = decide(probe(str(src), streams=AUDIO), p, source=src, job_id="j", batch_id=None)
     assert d.output == str(tmp_path / "lib" / "Film (2001) [720p hevc opus].mkv")
+
+
+def test_frames_an_edit_list_hides_force_an_encode_instead_of_a_copy(tmp_path: Path) -> None:
+    src = tmp_path / "Clip.2020.mp4"
+    hidden = probe(str(src), codec="hevc")
+    hidden = hidden.model_copy(update={"video": hidden.video.model_copy(
+        update={"discarded_packets": 20})})
+    p = policy(tmp_path, video={"codec": "libx265", "skip_if_codec": ["hevc"]})
+    d = decide(hidden, p, source=src, job_id="j", batch_id=None)
+    assert d.action == "transcode" and d.spec is not None and not d.spec.options.remux
+    assert "20 stored frame(s) are never shown" in d.reasons[0]

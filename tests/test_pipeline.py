@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from celery.exceptions import ChordError
-from conftest import frame_hashes, frame_times, run_job, sha256, submit
+from conftest import ffmpeg, frame_hashes, frame_times, run_job, sha256, submit
 
 from mediatasks.errors import MediatasksError
 
@@ -91,6 +91,20 @@ def test_audio_subtitles_chapters_and_metadata_are_carried(
     assert extra["format"]["tags"]["title"] == "mediatasks demo"
     src_audio = frame_hashes(clips["rich"], "a:1")
     assert frame_hashes(out, "a:1") == src_audio  # audio copied bit for bit
+
+
+def test_transcoded_audio_that_starts_late_stays_in_sync_despite_encoder_priming(
+        cluster: Any, tmp_path: Path) -> None:
+    """AAC puts 1024 priming samples before the audio (0.128 s at 8 kHz); players skip them, so
+    an output audio stream that starts that much earlier is in sync and must not be refused."""
+    src = tmp_path / "late audio.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=3", "-itsoffset", "0.5",
+           "-f", "lavfi", "-i", "sine=sample_rate=8000:duration=3", "-c:v", "libx264",
+           "-preset", "ultrafast", "-c:a", "pcm_s16le", str(src))
+    out = tmp_path / "aac.mkv"
+    result = run_job(cluster, submit(src, out, video_codec="libx264", audio_codec="aac",
+                                     chunk_seconds=1))
+    assert result["status"] == "succeeded" and result["frames_out"] == 75
 
 
 def test_audio_can_be_transcoded_once_for_the_whole_file(

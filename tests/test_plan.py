@@ -204,7 +204,7 @@ def test_packet_index_finds_missing_and_duplicate_timestamps() -> None:
     assert PacketIndex.parse("0,1,K_\nN/A,1,__\n").blocker() is not None
     assert PacketIndex.parse("0,1,K_\n0,1,__\n").blocker() is not None
     discarded = PacketIndex.parse("-1001,1001,K_D\n0,1001,__\n")
-    assert discarded.pts == [0]
+    assert discarded.pts == [0] and discarded.discarded == 1
 
 
 def test_field_coded_video_is_detected_from_the_first_decoded_frames() -> None:

@@ -216,21 +216,24 @@ class PacketIndex:
     """Presentation timestamps and keyframes of the video stream, from a demux-only pass."""
 
     def __init__(self, pts: list[int], keyframe_pts: list[int], durations: list[int],
-                 missing_pts: int, skipped: int = 0):
+                 missing_pts: int, skipped: int = 0, discarded: int = 0):
         self.pts = sorted(pts)
         self.keyframe_pts = sorted(set(keyframe_pts))
         self.durations = durations
         self.missing_pts = missing_pts
         self.skipped = skipped
+        self.discarded = discarded
 
     @classmethod
     def parse(cls, csv_text: str) -> PacketIndex:
         packets: list[tuple[int | None, str, int | None]] = []
+        discarded = 0
         for line in csv_text.splitlines():
             fields = line.strip().split(",")
             if len(fields) < 3:
                 continue
             if "D" in fields[2]:  # discarded by an edit list: never decoded into a frame
+                discarded += 1
                 continue
             packets.append((_int(fields[0]), fields[2], _int(fields[1])))
         lead = _undecodable_lead([(p, f) for p, f, _ in packets])
@@ -255,7 +258,7 @@ class PacketIndex:
                 durations.append(dur)
             if "K" in flags:
                 keys.append(value)
-        return cls(pts, keys, durations, missing, skipped)
+        return cls(pts, keys, durations, missing, skipped, discarded)
 
     def frame_step(self) -> int | None:
         """The typical frame duration in time-base ticks."""
@@ -396,6 +399,7 @@ def probe(path: str | Path, *, ffprobe: str = "ffprobe") -> ProbeResult:
         end_pts=end_pts,
         frame_count=len(index.pts) + index.missing_pts,
         skipped_frames=index.skipped,
+        discarded_packets=index.discarded,
         keyframes=index.keyframes(),
         is_vfr=index.is_vfr(),
         split_blocker=blocker,
