@@ -122,3 +122,37 @@ def test_corpus_file_is_frame_exact_or_refused_clearly(cluster: Any, path: Path,
     assert result["frames_in"] == result["frames_out"]
     want = hashes(path, source.video.index, out_pix_fmt(out))
     assert hashes(out, 0, None) == want
+
+
+@pytest.mark.skipif(not FILES, reason=f"no corpus at {CORPUS} (set MEDIATASKS_CORPUS)")
+def test_a_policy_batch_over_the_corpus_remuxes_or_encodes_every_readable_file(
+        tmp_path: Path) -> None:
+    """The policy paths on real media, one batch: a file that can be read is remuxed (a compliant
+    codec without hidden frames: packets copied) or encoded, and always verified; the rest are
+    refused up front in one line each."""
+    import json
+    import sys
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("video:\n  codec: libx264\n  preset: ultrafast\n"
+                      "  skip_if_codec: [h264, hevc, av1, vp9, vp8, mpeg2video]\n"
+                      "audio:\n  keep: [aac, ac3, eac3, flac, opus, mp3, vorbis]\n"
+                      "  transcode_to: {codec: aac, bitrate: 128k}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, MEDIATASKS_DATABASE_URL=f"sqlite:///{tmp_path / 'history.sqlite'}")
+    done = subprocess.run([str(Path(sys.executable).with_name("mediatasks")), "run",
+                           *map(str, FILES), "--policy", str(policy), "--output-dir", str(out),
+                           "--json"], capture_output=True, text=True, env=env, timeout=1200,
+                          stdin=subprocess.DEVNULL)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    files = {Path(f["source"]).relative_to(CORPUS).as_posix(): f for f in result["files"]}
+    assert len(files) == len(FILES)
+    for rel, f in files.items():
+        if f["action"] is None:  # refused before anything ran
+            assert f["status"] == "failed" and Path(rel).name in f["error"], (rel, f)
+            assert "\n" not in f["error"] and "Traceback" not in f["error"]
+        else:
+            assert f["status"] == "succeeded", (rel, f)
+    actions = {f["action"] for f in files.values()}
+    assert {"remux", "transcode"} <= actions, actions
