@@ -259,15 +259,18 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_local(jp: JobPlan, cluster: Any, *, show_progress: bool) -> JobResult:
-    """Run one job on a started private cluster; always leaves no temp file of the job behind."""
+    """Run one job on a started private cluster. Leaves no temp file of the job behind, but for
+    the verified chunks of a job that failed (the next run of the same job reuses them)."""
     from mediatasks.celery_app import app
     from mediatasks.jobstate import JobState
+    from mediatasks.steps import encode as encode_step
     from mediatasks.steps.publish import temp_path
     from mediatasks.tasks import describe
     from mediatasks.workflow import job_workflow
 
     started = time.monotonic()
     job_dir = cluster.work_dir / jp.job_id
+    failed = False
     try:
         app.conf.update(broker_url=cluster.broker_url, result_backend=cluster.broker_url)
         state = JobState(app.backend, jp.job_id)
@@ -282,10 +285,14 @@ def run_local(jp: JobPlan, cluster: Any, *, show_progress: bool) -> JobResult:
             done = JobResult.model_validate(result.get())
             return done.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
         message = state.error() or describe(result.result, "the job")
+        failed = True
         return JobResult(job_id=jp.job_id, status="failed", output=None, error=message,
                          chunks=len(jp.chunks), seconds=round(time.monotonic() - started, 2))
     finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        if failed:  # the verified chunks stay for the next run of the same job to reuse
+            encode_step.remove_all_but_verified_chunks(job_dir)
+        else:
+            shutil.rmtree(job_dir, ignore_errors=True)
         temp_path(Path(jp.spec.output), jp.job_id).unlink(missing_ok=True)
 
 
@@ -309,7 +316,7 @@ def run(
 ) -> None:
     """Encode SOURCE into --output on a private broker with local workers; with --policy, every
     media file of the SOURCES as one batch, filed into the policy's library."""
-    from mediatasks.local import LocalCluster, default_workers
+    from mediatasks.local import LocalCluster, adopt_abandoned_chunks, default_workers, run_lock
     from mediatasks.profiles import is_hardware
     from mediatasks.steps import mux, probe, publish
 
@@ -324,9 +331,10 @@ def run(
     src = probe.check_source(source)
     mux.output_format(output)
     publish.check_output(output, overwrite=overwrite, source=src)
-    work_dir = settings.work_dir if "MEDIATASKS_WORK_DIR" in os.environ else None
-    cluster = LocalCluster(settings, workers=workers or default_workers(), work_dir=work_dir,
-                           hardware=is_hardware(opts.video_codec))
+    # The job directory is kept in the work directory (not the private temp one), so that a run
+    # killed with its machine leaves its verified chunks for the next run of the same job.
+    cluster = LocalCluster(settings, workers=workers or default_workers(),
+                           work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     job_id = None
     try:
@@ -341,7 +349,12 @@ def run(
                     err.print(f"[yellow]warning:[/] {w}")
                 if err.is_terminal:
                     err.print(f"job {jp.job_id}: {jp.frame_count} frames on queue {jp.queue}")
-            result = run_local(jp, cluster, show_progress=not as_json and err.is_terminal)
+            with run_lock(cluster.work_dir / jp.job_id):
+                adopted = adopt_abandoned_chunks(cluster.work_dir, jp.spec)
+                if adopted and not as_json:
+                    err.print(f"resuming: {adopted} verified chunk(s) from an earlier run that "
+                              "did not finish")
+                result = run_local(jp, cluster, show_progress=not as_json and err.is_terminal)
     except KeyboardInterrupt:
         if job_id:
             with contextlib.suppress(Exception):
@@ -357,8 +370,9 @@ def run(
         print(result.model_dump_json())
     elif result.status == "succeeded":
         rate = (result.frames_out or 0) / result.seconds if result.seconds else 0.0
+        reused = f" ({result.chunks_reused} reused)" if result.chunks_reused else ""
         out.print(f"done: {result.output}: {result.frames_out} of {result.frames_in} frames, "
-                  f"{result.chunks} chunk(s), {result.seconds:.1f}s ({rate:.1f} fps)")
+                  f"{result.chunks} chunk(s){reused}, {result.seconds:.1f}s ({rate:.1f} fps)")
     if result.status != "succeeded":
         if as_json:
             raise typer.Exit(1)

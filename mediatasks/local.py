@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -10,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -17,6 +20,7 @@ import redis
 
 from mediatasks import runner
 from mediatasks.errors import BrokerUnavailable, MediatasksError
+from mediatasks.models import JobSpec
 from mediatasks.profiles import QUEUES
 from mediatasks.settings import Settings
 
@@ -119,3 +123,62 @@ class LocalCluster:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+# -- resuming a run that died -----------------------------------------------------------------
+# `mediatasks run` keeps its job directory in MEDIATASKS_WORK_DIR and holds a lock on it while it
+# runs. A directory whose lock nobody holds belongs to a run that died (killed, machine reset):
+# the next run of the same source, output and options takes over its verified chunks, and the
+# encode step reuses every one whose fingerprint still matches.
+
+RUN_LOCK = ".run.lock"
+
+
+@contextlib.contextmanager
+def run_lock(job_dir: Path) -> Iterator[None]:
+    """Hold the job directory's lock while this process runs the job."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / RUN_LOCK, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _abandoned(job_dir: Path) -> bool:
+    """A job directory of a `mediatasks run` that is not running any more (cluster jobs have no
+    lock file and are never taken)."""
+    lock = job_dir / RUN_LOCK
+    if not lock.exists():
+        return False
+    try:
+        with open(lock) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def adopt_abandoned_chunks(work_dir: Path, spec: JobSpec) -> int:
+    """Move the verified chunks of dead runs of the same job (source, output, options) into
+    ``spec``'s job directory, remove those directories, and return how many chunks came over."""
+    from mediatasks.steps.encode import verified_chunks
+    from mediatasks.steps.plan import load_plan
+
+    target = work_dir / spec.job_id / "chunks"
+    moved = 0
+    for plan_file in sorted(work_dir.glob("*/plan.json")):
+        old = plan_file.parent
+        if old.name == spec.job_id or not _abandoned(old):
+            continue
+        try:
+            was = load_plan(old).spec
+        except (OSError, ValueError):
+            continue
+        if (was.input, was.output, was.options) != (spec.input, spec.output, spec.options):
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for chunk, sidecar in verified_chunks(old):
+            os.replace(chunk, target / chunk.name)
+            os.replace(sidecar, target / sidecar.name)
+            moved += 1
+        shutil.rmtree(old, ignore_errors=True)
+    return moved

@@ -190,6 +190,8 @@ def test_ctrl_c_stops_workers_and_ffmpeg_and_leaves_no_temp_files(tmp_path: Path
                     "ultrafast", "-g", "25", str(src)], check=True)
     out = tmp_path / "out.mkv"
     tmp, env = private_tmp(tmp_path)
+    work = tmp_path / "work"
+    env["MEDIATASKS_WORK_DIR"] = str(work)
     # 30 chunks at a very slow preset: minutes of work on any machine, so the interrupt always
     # lands while chunks are being encoded, never after the job is done.
     proc = subprocess.Popen([MEDIATASKS, "run", str(src), "-o", str(out), "--preset", "veryslow",
@@ -199,7 +201,7 @@ def test_ctrl_c_stops_workers_and_ffmpeg_and_leaves_no_temp_files(tmp_path: Path
     mine: set[str] = set()
     while time.monotonic() < deadline:
         mine = {p.name for p in tmp.iterdir() if p.name.startswith("mt-")}
-        if mine and any((tmp / d / "work").rglob("*.tmp") for d in mine):
+        if mine and work.is_dir() and any(work.rglob("*.tmp")):
             break  # a chunk encode is running
         time.sleep(0.2)
     assert mine, "the run never started its private cluster"
@@ -213,6 +215,7 @@ def test_ctrl_c_stops_workers_and_ffmpeg_and_leaves_no_temp_files(tmp_path: Path
         assert _processes_mentioning(d) == [], "a worker, redis-server or ffmpeg survived"
     assert _processes_mentioning(str(src)) == []
     assert not out.exists() and not list(tmp_path.glob(".*part"))
+    assert list(work.iterdir()) == [], "an interrupted run leaves its job directory behind"
 
 
 def test_names_with_newlines_and_names_at_the_length_limit_work(clips: dict[str, Path],
@@ -290,3 +293,41 @@ def test_unreadable_inputs_and_unwritable_outputs_are_refused_in_one_line(
     finally:
         secret.chmod(0o644)
         locked.chmod(0o755)
+
+
+def test_a_run_that_died_is_resumed_by_the_next_run_with_its_verified_chunks(
+        tmp_path: Path) -> None:
+    """kill -9 of `mediatasks run` (a power cut): its workers and ffmpeg die with it, its job
+    directory stays; the same command again takes over the chunks that were verified."""
+    import signal
+    import time
+
+    src = tmp_path / "long.mkv"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=640x360:rate=25", "-t", "12", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-g", "25", str(src)], check=True)
+    out = tmp_path / "out.mkv"
+    work = tmp_path / "work"
+    env = dict(os.environ, MEDIATASKS_WORK_DIR=str(work))
+    args = [MEDIATASKS, "run", str(src), "-o", str(out), "--preset", "slow", "--chunk-seconds",
+            "1", "--json"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(work.glob("*/chunks/*.json"))) < 3:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    verified = len(list(work.glob("*/chunks/*.json")))
+    assert verified >= 3 and not out.exists()
+    (old,) = list(work.iterdir())
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(old.name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(old.name) == [], "a worker or ffmpeg outlived the killed run"
+    done = mt("run", *args[2:], env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded" and result["frames_out"] == result["frames_in"] == 300
+    assert result["chunks_reused"] >= verified - 1  # a chunk may land between count and kill
+    assert list(work.iterdir()) == []

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from decimal import Decimal
@@ -51,19 +52,27 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def verified_chunks(job_dir: Path) -> list[tuple[Path, Path]]:
+    """(chunk, fingerprint sidecar) of every chunk in the job directory that was verified."""
+    return [(c, _sidecar(c)) for c in sorted((job_dir / "chunks").glob("*.nut"))
+            if _sidecar(c).exists()]
+
+
 def remove_all_but_verified_chunks(job_dir: Path) -> None:
-    """After a failure: keep chunk files that were verified (they have a sidecar), drop the rest."""
+    """After a failure: keep chunk files that were verified (they have a sidecar), with the plan
+    and a local run's lock file that say whose they are; drop the rest."""
     if not job_dir.is_dir():
         return
-    keep = {p for c in (job_dir / "chunks").glob("*.nut") if _sidecar(c).exists()
-            for p in (c, _sidecar(c))}
+    chunks = [p for pair in verified_chunks(job_dir) for p in pair]
+    if not chunks:
+        shutil.rmtree(job_dir, ignore_errors=True)  # nothing worth keeping
+        return
+    keep = {*chunks, job_dir / "plan.json", job_dir / ".run.lock"}
     for p in sorted(job_dir.rglob("*"), reverse=True):
         if p.is_file() and p not in keep:
             p.unlink(missing_ok=True)
         elif p.is_dir() and not any(p.iterdir()):
             p.rmdir()
-    if not any(job_dir.iterdir()):
-        job_dir.rmdir()  # nothing worth keeping
 
 
 def seek_seconds(plan: JobPlan, seek_pts: int | None) -> str | None:
