@@ -74,16 +74,16 @@ class LocalCluster:
 
     def _wait_redis(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(unix_socket_path=str(self.sock))
-        while time.monotonic() < deadline:
-            assert self.redis is not None
-            if not self.redis.alive():
-                raise BrokerUnavailable(f"redis-server exited: {self.redis.log_tail(5)}")
-            try:
-                if client.ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
+        with redis.Redis(unix_socket_path=str(self.sock)) as client:
+            while time.monotonic() < deadline:
+                assert self.redis is not None
+                if not self.redis.alive():
+                    raise BrokerUnavailable(f"redis-server exited: {self.redis.log_tail(5)}")
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    time.sleep(0.05)
         raise BrokerUnavailable(f"redis-server did not start within {timeout:.0f}s")
 
     def start(self) -> LocalCluster:

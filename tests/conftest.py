@@ -109,13 +109,13 @@ def start_redis(d: Path) -> tuple[runner.Service, str]:
     svc = runner.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                  "--save", "", "--appendonly", "no", "--dir", str(d)],
                        log_path=d / "redis.log")
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    with redis.Redis(port=port) as client:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
     return svc, f"redis://127.0.0.1:{port}/0"
 
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -70,6 +71,11 @@ class Rig:
                         MEDIATASKS_VISIBILITY_TIMEOUT=str(visibility_timeout), **env)
         self.redis: runner.Service | None = None
         self.workers: dict[str, runner.Service] = {}
+        self.restarts = 0  # workers the supervisor started again after they exited
+        self._supervised: dict[str, dict[str, str]] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
 
     # -- the broker ------------------------------------------------------------------------
     def start_redis(self) -> None:
@@ -82,14 +88,17 @@ class Rig:
             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
             log_path=d / "redis.log")
         client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start: {self.redis.log_tail()}")
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            raise RuntimeError(f"redis-server did not start: {self.redis.log_tail()}")
+        finally:
+            client.close()
 
     def stop_redis(self) -> None:
         """A clean shutdown: redis-server writes its append-only file and exits."""
@@ -102,16 +111,37 @@ class Rig:
         return redis.Redis(port=self.port)
 
     # -- workers ---------------------------------------------------------------------------
-    def start_worker(self, name: str, *, concurrency: int = 2, **env: str) -> runner.Service:
+    def start_worker(self, name: str, *, concurrency: int = 2, supervise: bool = True,
+                     **env: str) -> runner.Service:
+        """A worker; ``supervise`` starts it again if it exits, as systemd or Compose's
+        ``restart: unless-stopped`` do (kombu can crash a worker while it reconnects)."""
         argv = [*worker_args(concurrency, f"{name}-{uuid.uuid4().hex[:6]}"), "--loglevel", "INFO"]
         svc = runner.spawn(name, argv, log_path=self.root / f"{name}.log",
                            env={**self.env, **env}, cwd=self.root)
         self.workers[name] = svc
+        if supervise:
+            self._supervised[name] = {"concurrency": str(concurrency), **env}
+            if self._supervisor is None:
+                self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+                self._supervisor.start()
         return svc
 
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                for name, opts in list(self._supervised.items()):
+                    svc = self.workers.get(name)
+                    if svc is not None and not svc.alive():
+                        self.restarts += 1
+                        env = {k: v for k, v in opts.items() if k != "concurrency"}
+                        self.start_worker(name, concurrency=int(opts["concurrency"]), **env)
+
     def kill_worker(self, name: str) -> None:
-        """kill -9 of the worker, its pool processes and their ffmpeg children at once."""
-        svc = self.workers.pop(name)
+        """kill -9 of the worker, its pool processes and their ffmpeg children at once (it is
+        not started again)."""
+        with self._lock:
+            self._supervised.pop(name, None)
+            svc = self.workers.pop(name)
         runner.kill_group(svc.proc, signal.SIGKILL)
         svc.proc.wait(timeout=10)
 
@@ -119,6 +149,10 @@ class Rig:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
+        self._stop.set()
+        self._supervised.clear()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
         for svc in self.workers.values():
             svc.stop(grace=5, sig=signal.SIGKILL)
         self.workers.clear()

@@ -164,6 +164,7 @@ def test_a_chunk_delivered_twice_counts_once_and_concat_runs_once(
     received = sum(log.count(f"mediatasks.encode_chunk[{t}] received") for t in copied)
     assert received >= 2 * len(copied) - sum(
         log.count(f"{t}]: Task already completed successfully") for t in copied), log[-3000:]
+    client.close()
     for task in ("concat", "mux", "publish"):
         runs = [ln for ln in log.splitlines()
                 if f"Task mediatasks.{task}[" in ln and "succeeded" in ln]

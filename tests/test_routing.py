@@ -46,6 +46,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             keys = client.keys("mediatasks-worker-gpu-*")
             survey = json.loads(client.get(keys[0]) or "null") if keys else None
             time.sleep(0.2)
+        client.close()
         assert survey is not None, running[-1].log_tail()
         yield {"env": env, "tag": tag, "survey": survey, "gpu_log": d / "gpu.log"}
 
@@ -214,8 +215,8 @@ def test_retry_reuses_every_chunk_already_verified(two_workers: dict[str, Any],
     assert done.returncode == 0, done.stdout
     record = History(env["MEDIATASKS_DATABASE_URL"]).get(job_id)
     assert record is not None and record.result_id
-    meta = redis.Redis.from_url(env["MEDIATASKS_RESULT_BACKEND"]).get(
-        f"celery-task-meta-{record.result_id}")
+    with redis.Redis.from_url(env["MEDIATASKS_RESULT_BACKEND"]) as client:
+        meta = client.get(f"celery-task-meta-{record.result_id}")
     result = json.loads(meta or "{}")["result"]
     assert result["chunks"] >= 4 and result["chunks_reused"] == result["chunks"]
     assert _frames(out) == 200
