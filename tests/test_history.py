@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,13 +17,10 @@ from mediatasks.models import EncodeOptions, JobSpec
 POSTGRES = os.environ.get("MEDIATASKS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]:
-    if request.param == "sqlite":
-        h = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
-        yield h
-        h.close()
-        return
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped afterwards (skips without a
+    server)."""
     psycopg = pytest.importorskip("psycopg")
     name = f"mediatasks_test_{uuid.uuid4().hex[:10]}"
     try:
@@ -30,14 +28,26 @@ def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]
     except psycopg.OperationalError as exc:
         pytest.skip(f"no PostgreSQL server at {POSTGRES} (set MEDIATASKS_TEST_POSTGRES): {exc}")
     admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES.rsplit("/", 1)[0]
-    h = History(f"{base}/{name}")
     try:
-        yield h
+        yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
     finally:
-        h.close()
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]:
+    if request.param == "sqlite":
+        h = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
+        yield h
+        h.close()
+        return
+    with postgres_database() as url:
+        h = History(url)
+        try:
+            yield h
+        finally:
+            h.close()
 
 
 def spec(job_id: str = "j1") -> JobSpec:
@@ -98,18 +108,8 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'history.sqlite'}"
         return
-    psycopg = pytest.importorskip("psycopg")
-    name = f"mediatasks_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {POSTGRES} (set MEDIATASKS_TEST_POSTGRES): {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+    with postgres_database() as url:
+        yield url
 
 
 def test_a_version_1_database_is_upgraded_in_place_keeping_its_jobs(empty_database: str) -> None:

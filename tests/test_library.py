@@ -5,14 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sha256
+from conftest import sha256, small_tmpfs
 
 from mediatasks import library
 from mediatasks.errors import (
@@ -348,21 +347,10 @@ def test_changes_recorded_but_never_made_are_skipped_by_undo(tmp_path: Path, his
 @pytest.fixture
 def other_fs(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs: another filesystem than tmp_path's (root only)."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    if mount.stat().st_dev == tmp_path.stat().st_dev:
-        subprocess.run(["umount", str(mount)], check=False)
-        pytest.skip("the tmpfs is on the same filesystem")
-    try:
+    with small_tmpfs(tmp_path / "tmpfs", "4m") as mount:
+        if mount.stat().st_dev == tmp_path.stat().st_dev:
+            pytest.skip("the tmpfs is on the same filesystem")
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_moves_across_filesystems_copy_check_and_undo_restores_them(
