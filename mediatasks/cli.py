@@ -61,10 +61,15 @@ OnErrorOpt = Annotated[str, typer.Option(
     "--on-error", help="continue: a broken file fails alone; stop: it stops the batch.")]
 
 
-def _one_source(sources: list[Path], output: Path | None) -> tuple[Path, Path]:
+def _single(sources: list[Path]) -> Path:
     if len(sources) != 1:
         raise InvalidOptions(f"{len(sources)} sources given without --policy",
-                             hint="give one SOURCE with -o OUTPUT, or several with --policy")
+                             hint="give one SOURCE, or several with --policy")
+    return sources[0]
+
+
+def _one_source(sources: list[Path], output: Path | None) -> tuple[Path, Path]:
+    _single(sources)
     if output is None:
         raise InvalidOptions("no output given", path=sources[0],
                              hint="pass -o OUTPUT, or --policy FILE to file it into a library")
@@ -439,10 +444,7 @@ def plan(
         _batch("plan", sources, policy, output_dir=output_dir, on_error=on_error, workers=None,
                as_json=as_json, chunk_seconds=chunk_seconds)
         return
-    if len(sources) != 1:
-        raise InvalidOptions(f"{len(sources)} sources given without --policy",
-                             hint="give one SOURCE, or several with --policy")
-    source = sources[0]
+    source = _single(sources)
     settings = get_settings()
     opts = _options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     target = output or source.with_name(f"{source.stem}.out.mkv")

@@ -20,7 +20,6 @@ from mediatasks.errors import (
     MediatasksError,
     PermanentError,
     TransientError,
-    VerificationFailed,
 )
 from mediatasks.jobstate import JobState
 from mediatasks.models import (
@@ -42,7 +41,6 @@ from mediatasks.steps import plan as plan_step
 from mediatasks.steps import probe as probe_step
 from mediatasks.steps import publish as publish_step
 from mediatasks.steps import verify as verify_step
-from mediatasks.steps.probe import count_packets
 from mediatasks.workers import check_encoder_here
 
 _settings = get_settings()
@@ -254,52 +252,18 @@ def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dic
         if s.placement is None:
             publish_step.publish(built, Path(s.output), job_id=s.job_id, overwrite=s.overwrite)
         else:
-            result = _place(s, built, result)
+            from mediatasks.history import History
+
+            history = History(_settings.database_url)
+            try:
+                result = publish_step.publish_to_library(s, built, result, history=history,
+                                                         ffprobe=_settings.ffprobe)
+            finally:
+                history.close()
         done = result.model_dump(mode="json")
         state.record_published(done)
     shutil.rmtree(job_dir(s.job_id), ignore_errors=True)
     return done
-
-
-def _place(s: JobSpec, built: Path, result: JobResult) -> JobResult:
-    """A policy job's end: the guard, the library (recorded for undo), then the source."""
-    from mediatasks import library
-    from mediatasks.history import History
-
-    p = s.placement
-    assert p is not None
-    size_in, size_out = Path(s.input).stat().st_size, built.stat().st_size
-    if p.max_size_ratio is not None and size_out > size_in * p.max_size_ratio:
-        log.warning("%s: the result (%d bytes) is larger than %.2f x the source (%d bytes); the "
-                    "source is kept", s.input, size_out, p.max_size_ratio, size_in)
-        return result.model_copy(update={"output": None, "outcome": "kept-source"})
-    history = History(_settings.database_url)
-
-    def check_copy(tmp: Path) -> None:
-        """The file about to be linked into the library is the one verify passed: same size,
-        every frame (a copy across filesystems is read back, not trusted)."""
-        if tmp.stat().st_size != size_out:
-            raise VerificationFailed(f"the copy in the library holds {tmp.stat().st_size} bytes, "
-                                     f"the verified output {size_out}", path=s.input)
-        frames = count_packets(tmp, ffprobe=_settings.ffprobe)
-        if result.frames_out is not None and frames != result.frames_out:
-            raise VerificationFailed(f"the copy in the library holds {frames} frames, the "
-                                     f"verified output {result.frames_out}", path=s.input)
-
-    try:
-        placed = library.place(built, Path(s.output), on_exists=p.on_exists, job_id=s.job_id,
-                               history=history, batch_id=s.batch_id, move=True,
-                               verify=check_copy,
-                               trash_dir=library.trash_dir_for(Path(p.root), s.job_id))
-        if placed.skipped:
-            return result.model_copy(update={"output": str(placed.path), "outcome": "exists"})
-        now = library.handle_source(Path(s.input), after=p.source_after,
-                                    backup_dir=Path(p.backup_dir) if p.backup_dir else None,
-                                    job_id=s.job_id, history=history, batch_id=s.batch_id)
-    finally:
-        history.close()
-    return result.model_copy(update={"output": str(placed.path),
-                                     "source_now": str(now) if now else None})
 
 
 @app.task(bind=True, name="mediatasks.cleanup")

@@ -7,36 +7,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import ffmpeg as ffmpeg_python
-
 from mediatasks import runner
-from mediatasks.models import AudioResult, JobPlan
+from mediatasks.models import AudioResult, AudioTrackAction, JobPlan
 
 
-def kept_tracks(plan: JobPlan) -> list[int]:
-    """The source audio streams that reach the output, in order."""
-    tracks = plan.spec.options.audio_tracks
-    if tracks is None:
-        return [s.index for s in plan.source.of_type("audio")]
-    return [t.index for t in tracks if t.action != "drop"]
+def audio_actions(plan: JobPlan) -> list[AudioTrackAction]:
+    """What happens to each source audio track: a policy's plan, track by track, or
+    ``--audio-codec`` for all of them."""
+    opts = plan.spec.options
+    if opts.audio_tracks is not None:
+        return list(opts.audio_tracks)
+    copy = opts.audio_codec == "copy"
+    return [AudioTrackAction(index=s.index, action="copy" if copy else "transcode",
+                             codec=s.codec_name if copy else opts.audio_codec,
+                             reason="--audio-codec") for s in plan.source.of_type("audio")]
+
+
+def kept_tracks(plan: JobPlan) -> list[AudioTrackAction]:
+    """The source audio tracks that reach the output, in order."""
+    return [t for t in audio_actions(plan) if t.action != "drop"]
 
 
 def audio_args(plan: JobPlan, out: Path, *, ffmpeg: str = "ffmpeg") -> list[str] | None:
     """The argv that writes the output's audio to ``out``, or None when mux copies it from the
     source (every kept track copied as it is)."""
-    streams = plan.source.of_type("audio")
-    opts = plan.spec.options
-    if not streams:
-        return None
-    if opts.audio_tracks is None:
-        if opts.audio_codec == "copy":
-            return None
-        inp = ffmpeg_python.input(runner.media_url(plan.source.path))
-        compiled: list[str] = ffmpeg_python.output(
-            *[inp[str(s.index)] for s in streams], str(out),
-            acodec=opts.audio_codec, f="matroska").get_args()
-        return [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts", *compiled]
-    kept = [t for t in opts.audio_tracks if t.action != "drop"]
+    kept = kept_tracks(plan)
     if all(t.action == "copy" for t in kept):
         return None
     args = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts", "-i",

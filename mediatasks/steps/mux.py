@@ -154,7 +154,7 @@ def mux_args(plan: JobPlan, video: Path, audio: AudioResult, out: Path, *,
     if audio_input is not None:
         streams += [(audio_input, i) for i in range(audio.streams)]
     else:
-        streams += [(s_in, i) for i in kept_tracks(plan)]
+        streams += [(s_in, t.index) for t in kept_tracks(plan)]
     codec_args: list[str] = ["-c", "copy"]
     out_sub = 0
     for action in plan.subtitles:

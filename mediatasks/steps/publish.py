@@ -8,11 +8,19 @@ meanwhile, so a file that exists is never replaced.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mediatasks import files
-from mediatasks.errors import DiskFull, InvalidOptions, OutputExists
+from mediatasks.errors import DiskFull, InvalidOptions, OutputExists, VerificationFailed
+from mediatasks.models import JobResult, JobSpec
+
+if TYPE_CHECKING:
+    from mediatasks.history import History
+
+log = logging.getLogger(__name__)
 
 
 def temp_path(output: Path, job_id: str) -> Path:
@@ -118,3 +126,46 @@ def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
     tmp.unlink(missing_ok=True)
     _marker(built).unlink(missing_ok=True)
     return output
+
+
+def publish_to_library(spec: JobSpec, built: Path, result: JobResult, *, history: History,
+                       ffprobe: str = "ffprobe") -> JobResult:
+    """A policy job's end: the guard, the library (each change recorded for undo), then the
+    source as ``source.after`` says. Returns ``result`` with where the output and source are.
+
+    Raises:
+        VerificationFailed: the copy in the library is not the verified output.
+        OutputExists, DiskFull, InvalidOptions: from the library.
+    """
+    from mediatasks import library
+    from mediatasks.steps.probe import count_packets
+
+    p = spec.placement
+    assert p is not None
+    size_in, size_out = Path(spec.input).stat().st_size, built.stat().st_size
+    if p.max_size_ratio is not None and size_out > size_in * p.max_size_ratio:
+        log.warning("%s: the result (%d bytes) is larger than %.2f x the source (%d bytes); the "
+                    "source is kept", spec.input, size_out, p.max_size_ratio, size_in)
+        return result.model_copy(update={"output": None, "outcome": "kept-source"})
+
+    def check_copy(tmp: Path) -> None:
+        """The file about to be linked into the library is the one verify passed: same size,
+        every frame (a copy across filesystems is read back, not trusted)."""
+        if tmp.stat().st_size != size_out:
+            raise VerificationFailed(f"the copy in the library holds {tmp.stat().st_size} bytes, "
+                                     f"the verified output {size_out}", path=spec.input)
+        frames = count_packets(tmp, ffprobe=ffprobe)
+        if result.frames_out is not None and frames != result.frames_out:
+            raise VerificationFailed(f"the copy in the library holds {frames} frames, the "
+                                     f"verified output {result.frames_out}", path=spec.input)
+
+    placed = library.place(built, Path(spec.output), on_exists=p.on_exists, job_id=spec.job_id,
+                           history=history, batch_id=spec.batch_id, move=True, verify=check_copy,
+                           trash_dir=library.trash_dir_for(Path(p.root), spec.job_id))
+    if placed.skipped:
+        return result.model_copy(update={"output": str(placed.path), "outcome": "exists"})
+    now = library.handle_source(Path(spec.input), after=p.source_after,
+                                backup_dir=Path(p.backup_dir) if p.backup_dir else None,
+                                job_id=spec.job_id, history=history, batch_id=spec.batch_id)
+    return result.model_copy(update={"output": str(placed.path),
+                                     "source_now": str(now) if now else None})

@@ -15,6 +15,7 @@ from mediatasks import runner
 from mediatasks.errors import VerificationFailed
 from mediatasks.isobmff import IDENTITY, parse_ffprobe_matrix
 from mediatasks.models import JobPlan, parse_rational
+from mediatasks.steps.audio import kept_tracks
 from mediatasks.steps.probe import count_packets, frame_timestamps
 
 # Every frame keeps its presentation time within 1 ms (plus half a tick of a ms-based container).
@@ -31,9 +32,7 @@ def _streams(path: Path, ffprobe: str) -> list[dict[str, Any]]:
 
 def expected_streams(plan: JobPlan) -> Counter[str]:
     want: Counter[str] = Counter(video=1)
-    tracks = plan.spec.options.audio_tracks
-    want["audio"] = (len(plan.source.of_type("audio")) if tracks is None
-                     else sum(1 for t in tracks if t.action != "drop"))
+    want["audio"] = len(kept_tracks(plan))
     want["subtitle"] = sum(1 for a in plan.subtitles if a.action != "drop")
     if plan.keep_attachments:
         want["attachment"] = len(plan.source.of_type("attachment"))
@@ -134,17 +133,11 @@ def _check_av_offset(plan: JobPlan, streams: list[dict[str, Any]], subject: str)
     # A transcoded track starts earlier by its encoder's priming samples (AAC: 1024), which the
     # container marks and players skip: 0.128 s at 8 kHz. Up to 2048 samples earlier is in sync.
     priming = 0.0
-    if _first_audio_transcoded(plan):
+    first = kept_tracks(plan)[:1]
+    if first and first[0].action == "transcode":
         rate = float(out_audio[0].get("sample_rate") or 48000) or 48000.0
         priming = 2048 / rate
     if not (src_off - priming - AV_OFFSET_TOLERANCE <= out_off <= src_off + AV_OFFSET_TOLERANCE):
         raise VerificationFailed(f"audio starts {out_off:+.3f}s from the video, the source "
                                  f"{src_off:+.3f}s", path=subject)
 
-
-def _first_audio_transcoded(plan: JobPlan) -> bool:
-    opts = plan.spec.options
-    if opts.audio_tracks is None:
-        return opts.audio_codec != "copy"
-    kept = [t for t in opts.audio_tracks if t.action != "drop"]
-    return bool(kept) and kept[0].action == "transcode"
