@@ -178,6 +178,8 @@ class JobSpec(Frozen):
     batch_id: str | None = None
     placement: Placement | None = None
     attempt: int = 0  # raised by every `mediatasks retry`; tasks of an earlier attempt are dropped
+    hold: bool = False  # wait in awaiting_approval after the plan, until approved or rejected
+    local: bool = False  # run by `mediatasks run` on a private cluster that its own process drives
 
 
 class Chunk(Frozen):
@@ -255,7 +257,7 @@ class JobResult(Frozen):
     """The outcome of one job, as `mediatasks run --json` prints it."""
 
     job_id: str
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: Literal["succeeded", "failed", "cancelled", "rejected"]
     output: str | None
     # What became of a succeeded job's file: published, or (policy jobs) kept back by the guard,
     # or not placed because the library already has it (on_exists: skip).
@@ -269,3 +271,10 @@ class JobResult(Frozen):
     chunks_reused: int | None = None
     seconds: float | None = None
     warnings: tuple[str, ...] = ()
+    note: str | None = None  # why nothing was published (the guard kept the source)
+    duration: float | None = None  # seconds of video
+    size_in: int | None = None
+    size_out: int | None = None
+    bitrate: int | None = None  # of the output, bits per second
+    saved_percent: float | None = None
+    encode_fps: float | None = None

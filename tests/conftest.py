@@ -152,14 +152,15 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def cluster(redis_url: str, work_dir: Path, database_url: str,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Two real `celery worker` processes on all queues, and this process's app pointed at them."""
-    from mediatasks.celery_app import app
-    from mediatasks.local import worker_args
+    from mediatasks.cluster.app import app
+    from mediatasks.cluster.local import worker_args
 
     logs = tmp_path_factory.mktemp("workers")
     env = dict(os.environ, MEDIATASKS_BROKER_URL=redis_url, MEDIATASKS_RESULT_BACKEND=redis_url,
                MEDIATASKS_WORK_DIR=str(work_dir), MEDIATASKS_RETRY_BACKOFF="1",
                MEDIATASKS_DATABASE_URL=database_url, MEDIATASKS_HARDWARE_SURVEY="false")
     app.conf.update(broker_url=redis_url, result_backend=redis_url)
+    os.environ["MEDIATASKS_DATABASE_URL"] = database_url
     worker = runner.spawn("worker", worker_args(2, f"test-{uuid.uuid4().hex[:6]}"),
                           log_path=logs / "worker.log", env=env, cwd=logs)
     deadline = time.monotonic() + 60
@@ -182,10 +183,26 @@ def submit(source: Path, output: Path, **options: Any) -> JobSpec:
                    options=EncodeOptions(**options), overwrite=overwrite)
 
 
-def run_job(cluster: Any, spec: JobSpec, timeout: float = 240) -> dict[str, Any]:
-    """Submit the real canvas to the test cluster and wait for the final task's result."""
-    from mediatasks.workflow import job_workflow
+def job_service(cluster: Any) -> Any:
+    """The job service as the CLI builds it, over the test cluster and its history."""
+    from mediatasks.cluster.services import service_for
 
-    result = job_workflow(spec).apply_async()
-    value: dict[str, Any] = result.get(timeout=timeout)
-    return value
+    return service_for(cluster, os.environ["MEDIATASKS_DATABASE_URL"])
+
+
+def run_job(cluster: Any, spec: JobSpec, timeout: float = 240) -> dict[str, Any]:
+    """Submit a job through the service to the test cluster, follow its events to its end and
+    return its result (raise its one-line error if it did not succeed)."""
+    from mediatasks.errors import JobFailed
+    from mediatasks.service.runs import result_of
+
+    service = job_service(cluster)
+    service.submit(spec)
+    deadline = time.monotonic() + timeout
+    for _ in service.follow(spec.job_id):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {spec.job_id} did not end within {timeout:.0f}s")
+    result = result_of(service, spec.job_id)
+    if result.status != "succeeded":
+        raise JobFailed(result.error or result.status)
+    return result.model_dump(mode="json")

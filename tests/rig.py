@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mediatasks import runner
-from mediatasks.local import worker_args
+from mediatasks.cluster.local import worker_args
 
 MEDIATASKS = str(Path(sys.executable).with_name("mediatasks"))
 

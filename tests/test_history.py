@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from mediatasks.errors import InvalidOptions
 from mediatasks.history import History
 from mediatasks.history.schema import SCHEMA_VERSION, current_version, migrate
-from mediatasks.models import EncodeOptions, JobSpec
+from mediatasks.models import EncodeOptions, JobResult, JobSpec
+from mediatasks.service import JobService
 
 POSTGRES = os.environ.get("MEDIATASKS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -50,8 +52,8 @@ def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]
             h.close()
 
 
-def spec(job_id: str = "j1") -> JobSpec:
-    return JobSpec(job_id=job_id, input="/in.mkv", output="/out.mkv",
+def spec(job_id: str = "j1", batch_id: str | None = None) -> JobSpec:
+    return JobSpec(job_id=job_id, input="/in.mkv", output="/out.mkv", batch_id=batch_id,
                    options=EncodeOptions(video_codec="libx265", crf=24))
 
 
@@ -61,45 +63,64 @@ def test_the_schema_is_versioned_and_migrating_again_changes_nothing(history: Hi
         assert current_version(conn) == SCHEMA_VERSION
 
 
-def test_a_job_goes_from_queued_to_running_to_succeeded_with_its_tasks(history: History) -> None:
-    history.job_submitted(spec())
+def test_a_job_goes_through_its_states_with_its_tasks_and_an_event_for_each(
+        history: History) -> None:
+    service = JobService(history)
+    service.submit(spec())
     assert history.get("j1") is not None and history.get("j1").status == "queued"  # type: ignore[union-attr]
     history.task_started("t1", "j1", name="mediatasks.probe", queue="io", worker="w1@host")
+    service.step_started("j1", "probe")
     history.task_finished("t1", name="mediatasks.probe", state="SUCCESS")
+    service.planned(spec(), chunks=1, frames=10, queue="cpu", duration=0.4)
     history.task_started("t2", "j1", name="mediatasks.encode_chunk", queue="cpu",
                          worker="w2@host")
+    service.step_started("j1", "encode_chunk")
     history.task_retried("t2", name="mediatasks.encode_chunk", error="ffmpeg was killed")
     history.task_started("t2", "j1", name="mediatasks.encode_chunk", queue="cpu",
                          worker="w2@host")
     history.task_finished("t2", name="mediatasks.encode_chunk", state="SUCCESS")
+    service.chunk_finished("j1", 0, frames=10, reused=False, seconds=0.2)
     history.task_started("t1", "j1", name="mediatasks.concat", queue="io", worker="w1@host")
-    history.job_finished("j1", "succeeded", frames_in=10, frames_out=10, chunks=1)
-    history.job_finished("j1", "failed", error="an echo of nothing")  # the first end wins
+    for step in ("concat", "mux", "verify", "publish"):
+        service.step_started("j1", step)
+    service.step_started("j1", "encode_chunk")  # a late redelivery moves nothing back
+    service.finished(JobResult(job_id="j1", status="succeeded", output="/out.mkv", frames_in=10,
+                               frames_out=10, chunks=1))
+    service.failed("j1", "an echo of nothing")  # the first end wins
     job = history.get("j1")
     assert job is not None and job.status == "succeeded" and job.error is None
     assert job.frames_out == 10 and job.settings["options"]["video_codec"] == "libx265"
     assert [(t.name, t.queue, t.worker, t.state, t.retries) for t in job.tasks] == [
         ("mediatasks.probe", "io", "w1@host", "SUCCESS", 0),
         ("mediatasks.encode_chunk", "cpu", "w2@host", "SUCCESS", 1),
-        # a replaced task's id goes on to the chord's body: a row of its own
         ("mediatasks.concat", "io", "w1@host", "STARTED", 0)]
     assert all(t.started_at and t.finished_at for t in job.tasks[:2])
+    assert [e.type for e in history.events("j1")] == [
+        "job.queued", "job.probing", "job.planned", "job.encoding", "chunk.finished",
+        "job.assembling", "job.verifying", "job.publishing", "job.succeeded"]
+    seqs = [e.seq for e in history.events("j1")]
+    assert seqs == sorted(seqs) and history.events("j1", after=seqs[3])[0].type == "chunk.finished"
+    assert history.events("j1")[-1].data["frames_out"] == 10
 
 
 def test_jobs_are_listed_newest_first_and_filtered_by_status(history: History) -> None:
+    service = JobService(history)
     for i in range(3):
-        history.job_submitted(spec(f"j{i}"))
-    history.task_started("t", "j1", name="mediatasks.probe", queue="io", worker="w")
-    history.job_finished("j2", "failed", error="bad media")
-    assert [j.job_id for j in history.list()] == ["j2", "j1", "j0"]
-    assert [j.job_id for j in history.list(status="running")] == ["j1"]
-    assert history.list(status="failed")[0].error == "bad media"
+        service.submit(spec(f"j{i}"))
+    service.step_started("j1", "probe")
+    service.failed("j2", "bad media")
+    assert [j.job_id for j in service.list_jobs()] == ["j2", "j1", "j0"]
+    assert [j.job_id for j in service.list_jobs(status="running")] == ["j1"]
+    assert [j.job_id for j in service.list_jobs(status="probing")] == ["j1"]
+    assert service.list_jobs(status="failed")[0].error == "bad media"
+    with pytest.raises(InvalidOptions, match="'bogus' is not a job status"):
+        service.list_jobs(status="bogus")
 
 
 def test_a_task_for_an_unknown_job_creates_the_job(history: History) -> None:
     history.task_started("t", "elsewhere", name="mediatasks.probe", queue="io", worker="w")
     job = history.get("elsewhere")
-    assert job is not None and job.status == "running"
+    assert job is not None and job.status == "queued"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -131,24 +152,27 @@ def test_a_version_1_database_is_upgraded_in_place_keeping_its_jobs(empty_databa
     history = History(empty_database)
     try:
         with history.engine.connect() as conn:
-            assert current_version(conn) == SCHEMA_VERSION == 3
+            assert current_version(conn) == SCHEMA_VERSION == 4
             assert "ix_jobs_batch_id" in {ix["name"] for ix in inspect(conn).get_indexes("jobs")}
             assert "chunks_reused" in {c["name"] for c in inspect(conn).get_columns("jobs")}
         old = history.get("old")
         assert old is not None and old.status == "succeeded" and old.batch_id is None
-        history.job_submitted(spec("new"), batch_id="b1")
+        history.job_submitted(spec("new", "b1"))
         assert [j.job_id for j in history.jobs_in_batch("b1")] == ["new"]
         assert history.record_operation("new", "publish", dst="/lib/a.mkv", size=1) > 0
-        history.job_finished("new", "succeeded", size_out=5 * 2**30, chunks_reused=3)
+        assert history.transition("new", current="queued", new="awaiting_approval",
+                                  event="job.awaiting_approval", data={},
+                                  fields={"size_out": 5 * 2**30, "chunks_reused": 3})
         new = history.get("new")
         assert new is not None and new.size_out == 5 * 2**30 and new.chunks_reused == 3
+        assert new.status == "awaiting_approval"  # the longest state name fits
     finally:
         history.close()
 
 
 def test_jobs_are_grouped_by_batch(history: History) -> None:
-    history.job_submitted(spec("j1"), batch_id="b1")
-    history.job_submitted(spec("j2"), batch_id="b1")
+    history.job_submitted(spec("j1", "b1"))
+    history.job_submitted(spec("j2", "b1"))
     history.job_submitted(spec("j3"))
     assert [j.job_id for j in history.jobs_in_batch("b1")] == ["j1", "j2"]
     assert history.get("j1").batch_id == "b1" and history.get("j3").batch_id is None  # type: ignore[union-attr]
@@ -156,7 +180,7 @@ def test_jobs_are_grouped_by_batch(history: History) -> None:
 
 
 def test_operations_are_found_by_job_or_batch_in_order_and_marked_undone(history: History) -> None:
-    history.job_submitted(spec("j2"), batch_id="b1")
+    history.job_submitted(spec("j2", "b1"))
     big = 5 * 1024**3  # files over 4 GiB, and mtimes in nanoseconds, need 64 bits
     mtime = 1_700_000_000_123_456_789
     first = history.record_operation("j1", "mkdir", batch_id="b1", dst="/lib/Show")

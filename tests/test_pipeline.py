@@ -156,7 +156,6 @@ def test_a_killed_ffmpeg_is_retried_and_the_job_still_has_every_frame(
     import time
 
     from mediatasks.jobstate import JobState
-    from mediatasks.workflow import job_workflow
 
     out = tmp_path / "retried.mkv"
     spec = submit(clips["long"], out, video_codec="libx264", preset="veryslow", chunk_seconds=2)
@@ -178,7 +177,7 @@ def test_a_killed_ffmpeg_is_retried_and_the_job_still_has_every_frame(
 
     killer = threading.Thread(target=kill_first_chunk_encode)
     killer.start()
-    result = job_workflow(spec).apply_async().get(timeout=240)
+    result = run_job(cluster, spec)
     killer.join()
     assert killed, "no chunk encode was seen to kill"
     assert result["status"] == "succeeded" and result["frames_out"] == result["frames_in"] == 200

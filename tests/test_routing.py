@@ -19,7 +19,7 @@ import redis
 from conftest import start_redis
 
 from mediatasks import runner
-from mediatasks.local import worker_args
+from mediatasks.cluster.local import worker_args
 
 pytestmark = pytest.mark.cluster
 

@@ -10,6 +10,9 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
 
     v1  jobs, tasks
     v2  jobs.batch_id (indexed); operations: what each job did to files in the library (for undo)
+    v3  jobs.chunks_reused; 64-bit sizes on PostgreSQL
+    v4  events: every change of every job, in order; jobs.note; jobs.status wide enough for
+        every state of the lifecycle
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ jobs = Table(
     Column("size_out", BigInteger),  # v3: was Integer
     Column("batch_id", String(64)),  # v2
     Column("chunks_reused", Integer),  # v3
+    Column("note", Text),  # v4
 )
 _jobs_batch_index = Index("ix_jobs_batch_id", jobs.c.batch_id)  # v2
 
@@ -104,6 +108,18 @@ operations = Table(
 )
 
 
+# The event log (v4): ``seq`` orders every event of every job; followers read after a seq.
+events = Table(
+    "events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("batch_id", String(64), index=True),
+    Column("type", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("data", Text, nullable=False, default="{}"),
+)
+
+
 def _v1(conn: Connection) -> None:
     """Jobs and their tasks."""
     v1 = MetaData()
@@ -129,7 +145,16 @@ def _v3(conn: Connection) -> None:
                           "ALTER COLUMN size_out TYPE BIGINT"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+def _v4(conn: Connection) -> None:
+    """The event log; a note on jobs (why nothing was published); room for every state name."""
+    if "note" not in {c["name"] for c in inspect(conn).get_columns("jobs")}:
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN note TEXT"))
+    if conn.dialect.name == "postgresql":  # SQLite does not enforce VARCHAR lengths
+        conn.execute(text("ALTER TABLE jobs ALTER COLUMN status TYPE VARCHAR(32)"))
+    metadata.create_all(conn, tables=[events])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import create_engine, event, func, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from mediatasks.history.schema import jobs, migrate, operations, tasks
+from mediatasks.history.schema import events, jobs, migrate, operations, tasks
 from mediatasks.models import JobSpec
+from mediatasks.service.lifecycle import TERMINAL
+from mediatasks.service.records import Event, JobRecord, TaskRecord
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL = {"succeeded", "failed", "cancelled"}
+__all__ = ["TERMINAL", "Event", "History", "JobRecord", "Operation", "TaskRecord"]
 
 
 def default_url() -> str:
@@ -58,47 +60,6 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class TaskRecord(BaseModel):
-    """One task of a job, as `jobs show` prints it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    name: str
-    queue: str | None
-    worker: str | None
-    state: str
-    started_at: datetime | None
-    finished_at: datetime | None
-    retries: int
-    error: str | None
-
-
-class JobRecord(BaseModel):
-    """One job, as `jobs list` and `jobs show` print it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    job_id: str
-    status: JobStatus
-    input: str
-    output: str
-    settings: dict[str, Any]
-    error: str | None
-    result_id: str | None
-    batch_id: str | None = None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    chunks: int | None
-    frames_in: int | None
-    frames_out: int | None
-    size_in: int | None
-    size_out: int | None
-    chunks_reused: int | None = None
-    tasks: tuple[TaskRecord, ...] = ()
-
-
 class Operation(BaseModel):
     """One change a job made to files (see mediatasks.library for the kinds), in the order made."""
 
@@ -131,17 +92,69 @@ class History:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def job_submitted(self, spec: JobSpec, *, chunks: int | None = None,
-                      result_id: str | None = None, batch_id: str | None = None) -> None:
+    def create_job(self, spec: JobSpec, *, status: str, event: str,
+                   data: dict[str, Any]) -> Event | None:
+        """Record a new job and its first event; None if the job is recorded already."""
         size_in = os.path.getsize(spec.input) if os.path.exists(spec.input) else None
         with self.engine.begin() as conn:
             if conn.execute(select(jobs.c.id).where(jobs.c.id == spec.job_id)).first():
-                return
+                return None
             conn.execute(jobs.insert().values(
                 id=spec.job_id, input=spec.input, output=spec.output,
-                settings=spec.model_dump_json(), status="queued",
-                created_at=_now(), chunks=chunks, size_in=size_in, result_id=result_id,
-                batch_id=batch_id or spec.batch_id))
+                settings=spec.model_dump_json(), status=status,
+                created_at=_now(), size_in=size_in, batch_id=spec.batch_id))
+            return self._append(conn, spec.job_id, spec.batch_id, event, data)
+
+    def job_submitted(self, spec: JobSpec, **_: Any) -> None:
+        """Record a queued job (kept for callers that only record)."""
+        self.create_job(spec, status="queued", event="job.queued",
+                        data={"input": spec.input, "output": spec.output})
+
+    def transition(self, job_id: str, *, current: str, new: str, event: str,
+                   data: dict[str, Any], fields: dict[str, Any]) -> Event | None:
+        """Move the job from ``current`` to ``new`` with its event, in one transaction; None when
+        the job is no longer in ``current`` (another process moved it first)."""
+        allowed = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused", "error",
+                   "started_at", "finished_at", "settings", "note", "output", "result_id"}
+        values = {k: v for k, v in fields.items() if k in allowed}
+        with self.engine.begin() as conn:
+            done = conn.execute(jobs.update().where(jobs.c.id == job_id)
+                                .where(jobs.c.status == current)
+                                .values(status=new, **values))
+            if done.rowcount != 1:
+                return None
+            batch_id = conn.execute(select(jobs.c.batch_id).where(jobs.c.id == job_id)).scalar()
+            return self._append(conn, job_id, batch_id, event, data)
+
+    def append_event(self, job_id: str, event: str, data: dict[str, Any],
+                     fields: dict[str, Any] | None = None) -> Event:
+        allowed = {"chunks", "frames_in"}
+        values = {k: v for k, v in (fields or {}).items() if k in allowed}
+        with self.engine.begin() as conn:
+            if values:
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+            batch_id = conn.execute(select(jobs.c.batch_id).where(jobs.c.id == job_id)).scalar()
+            return self._append(conn, job_id, batch_id, event, data)
+
+    @staticmethod
+    def _append(conn: Connection, job_id: str, batch_id: str | None, kind: str,
+                data: dict[str, Any]) -> Event:
+        at = _now()
+        result = conn.execute(events.insert().values(job_id=job_id, batch_id=batch_id, type=kind,
+                                                     at=at, data=json.dumps(data, default=str)))
+        key = result.inserted_primary_key
+        assert key is not None
+        return Event(seq=int(key[0]), job_id=job_id, batch_id=batch_id, type=kind, at=at,
+                     data=data)
+
+    def events(self, key: str, *, after: int = 0, limit: int = 10000) -> list[Event]:
+        """Events of the job ``key``, or of every job of the batch ``key``, after ``after``."""
+        query = (select(events).where(or_(events.c.job_id == key, events.c.batch_id == key))
+                 .where(events.c.seq > after).order_by(events.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            return [Event(seq=r.seq, job_id=r.job_id, batch_id=r.batch_id, type=r.type,
+                          at=_utc(r.at) or r.at, data=json.loads(r.data or "{}"))
+                    for r in conn.execute(query)]
 
     def _ensure_job(self, conn: Any, job_id: str) -> None:
         if not conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first():
@@ -163,9 +176,6 @@ class History:
                 conn.execute(tasks.insert().values(
                     id=task_id, job_id=job_id, name=name, queue=queue, worker=worker,
                     state="STARTED", started_at=now, retries=0))
-            conn.execute(jobs.update().where(jobs.c.id == job_id)
-                         .where(jobs.c.status == "queued")
-                         .values(status="running", started_at=now))
 
     def task_retried(self, task_id: str, *, name: str, error: str) -> None:
         with self.engine.begin() as conn:
@@ -177,34 +187,6 @@ class History:
         with self.engine.begin() as conn:
             conn.execute(tasks.update().where((tasks.c.id == task_id) & (tasks.c.name == name))
                          .values(state=state, error=error, finished_at=_now()))
-
-    def job_finished(self, job_id: str, status: JobStatus, *, error: str | None = None,
-                     **fields: Any) -> None:
-        """Mark the job done; the first terminal status wins (a chunk's failure, not its echo)."""
-        allowed = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused"}
-        with self.engine.begin() as conn:
-            self._ensure_job(conn, job_id)
-            conn.execute(jobs.update().where(jobs.c.id == job_id)
-                         .where(jobs.c.status.not_in(TERMINAL))
-                         .values(status=status, error=error, finished_at=_now(),
-                                 **{k: v for k, v in fields.items() if k in allowed}))
-
-    def job_resubmitted(self, job_id: str, *, result_id: str | None,
-                        spec: JobSpec | None = None) -> None:
-        """A failed or cancelled job queued again (`mediatasks retry`), as ``spec`` (its new
-        attempt) when given."""
-        extra = {"settings": spec.model_dump_json()} if spec is not None else {}
-        with self.engine.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
-                status="queued", error=None, started_at=None, finished_at=None,
-                result_id=result_id, frames_out=None, size_out=None, chunks_reused=None,
-                **extra))
-
-    def job_planned(self, job_id: str, *, chunks: int, frames: int) -> None:
-        with self.engine.begin() as conn:
-            self._ensure_job(conn, job_id)
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
-                chunks=chunks, frames_in=frames))
 
     def record_operation(self, job_id: str, kind: str, *, batch_id: str | None = None,
                          src: str | Path | None = None, dst: str | Path | None = None,
@@ -239,7 +221,7 @@ class History:
             result_id=m["result_id"], created_at=m["created_at"], started_at=m["started_at"],
             finished_at=m["finished_at"], chunks=m["chunks"], frames_in=m["frames_in"],
             frames_out=m["frames_out"], size_in=m["size_in"], size_out=m["size_out"],
-            batch_id=m["batch_id"], chunks_reused=m["chunks_reused"],
+            batch_id=m["batch_id"], chunks_reused=m["chunks_reused"], note=m["note"],
             tasks=tuple(TaskRecord(id=t.id, name=t.name, queue=t.queue, worker=t.worker,
                                    state=t.state, started_at=t.started_at,
                                    finished_at=t.finished_at, retries=t.retries, error=t.error)
@@ -273,9 +255,11 @@ class History:
                                           .order_by(tasks.c.started_at)))
             return self._job(row, task_rows)
 
-    def list(self, *, status: str | None = None, limit: int = 100) -> list[JobRecord]:
-        query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
-        if status:
-            query = query.where(jobs.c.status == status)
+    def list_jobs(self, *, statuses: Iterable[str] | None = None, status: str | None = None,
+                  limit: int = 100) -> list[JobRecord]:
+        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+        wanted = set(statuses) if statuses is not None else ({status} if status else None)
+        if wanted is not None:
+            query = query.where(jobs.c.status.in_(sorted(wanted)))
         with self.engine.connect() as conn:
             return [self._job(row, []) for row in conn.execute(query)]

@@ -71,3 +71,12 @@ def concat(plan: JobPlan, results: Sequence[ChunkResult], job_dir: Path, *,
                                  path=plan.spec.input)
     tmp.replace(out)
     return StepResult(path=str(out), frames=frames, seconds=done.seconds)
+
+
+def join(plan: JobPlan, results: Sequence[ChunkResult], job_dir: Path, *, ffmpeg: str = "ffmpeg",
+         ffprobe: str = "ffprobe") -> StepResult:
+    """The video for mux: the chunks joined, or for a remux the source itself (mux copies its
+    video packets)."""
+    if plan.spec.options.remux:
+        return StepResult(path=plan.spec.input, frames=plan.frame_count)
+    return concat(plan, results, job_dir, ffmpeg=ffmpeg, ffprobe=ffprobe)

@@ -179,3 +179,20 @@ def load_frames(job_dir: Path) -> list[int] | None:
 
 def load_plan(job_dir: Path) -> JobPlan:
     return JobPlan.model_validate(json.loads((job_dir / "plan.json").read_text(encoding="utf-8")))
+
+
+def plan_and_save(source: ProbeResult, spec: JobSpec, job_dir: Path, *, ffprobe: str,
+                  chunk_seconds: float, min_chunk_frames: int) -> JobPlan:
+    """The plan step of a job: every frame's timestamp (unless the file cannot be cut), the
+    plan, both saved in the job directory for the later steps."""
+    from mediatasks.steps import probe
+
+    frame_pts = None
+    if not source.video.split_blocker:
+        frame_pts = probe.frame_timestamps(spec.input, source.video.index, ffprobe=ffprobe)
+    jp = plan_job(source, spec, chunk_seconds=chunk_seconds, min_chunk_frames=min_chunk_frames,
+                  frame_pts=frame_pts)
+    save_plan(jp, job_dir)
+    if frame_pts is not None:
+        save_frames(frame_pts, job_dir)
+    return jp

@@ -146,7 +146,11 @@ def publish_to_library(spec: JobSpec, built: Path, result: JobResult, *, history
     if p.max_size_ratio is not None and size_out > size_in * p.max_size_ratio:
         log.warning("%s: the result (%d bytes) is larger than %.2f x the source (%d bytes); the "
                     "source is kept", spec.input, size_out, p.max_size_ratio, size_in)
-        return result.model_copy(update={"output": None, "outcome": "kept-source"})
+        return result.model_copy(update={
+            "output": None, "outcome": "kept-source",
+            "note": f"the source was kept: the result ({size_out} bytes) is "
+                    f"{size_out / max(1, size_in):.2f} x the source ({size_in} bytes), over "
+                    f"library.max_size_ratio {p.max_size_ratio}"})
 
     def check_copy(tmp: Path) -> None:
         """The file about to be linked into the library is the one verify passed: same size,
@@ -169,3 +173,17 @@ def publish_to_library(spec: JobSpec, built: Path, result: JobResult, *, history
                                 job_id=spec.job_id, history=history, batch_id=spec.batch_id)
     return result.model_copy(update={"output": str(placed.path),
                                      "source_now": str(now) if now else None})
+
+
+def publish_result(spec: JobSpec, built: Path, result: JobResult, *, library_log: History | None,
+                   ffprobe: str = "ffprobe") -> JobResult:
+    """The publish step: a plain job's output to its path; a policy job's into its library.
+
+    Raises:
+        OutputExists, DiskFull, VerificationFailed, InvalidOptions.
+    """
+    if spec.placement is None:
+        publish(built, Path(spec.output), job_id=spec.job_id, overwrite=spec.overwrite)
+        return result
+    assert library_log is not None, "a policy job publishes into a library, which needs its log"
+    return publish_to_library(spec, built, result, history=library_log, ffprobe=ffprobe)

@@ -1,31 +1,35 @@
-"""Celery signals that write the job history from the workers; task bodies stay free of SQL.
+"""Celery signals that keep each task's row in the history (name, queue, worker, state, times,
+retries); task bodies stay free of SQL. A job's own state is the job service's, not theirs.
 
 Every handler swallows its own errors: a history that cannot be written must never fail a job.
+Workers send no task-sent events: their pool processes would announce themselves to Flower as
+phantom workers (``gen1234@host``) with each next step of a chain they publish.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
-from celery.signals import task_failure, task_postrun, task_prerun, task_retry
+from celery.signals import (
+    celeryd_after_setup,
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+)
 
 from mediatasks.history.store import History
 
 log = logging.getLogger(__name__)
-_histories: dict[int, History] = {}
 
 
 def _history() -> History:
-    """One History per process (prefork children must not share the parent's connections)."""
+    from mediatasks.cluster.services import open_history
     from mediatasks.settings import get_settings
 
-    pid = os.getpid()
-    if pid not in _histories:
-        _histories[pid] = History(get_settings().database_url)
-    return _histories[pid]
+    return open_history(get_settings().database_url)
 
 
 def _safe(write: Callable[[History], None]) -> None:
@@ -44,6 +48,11 @@ def _job_id(kwargs: Any) -> str | None:
     return str(job_id) if job_id else None
 
 
+@celeryd_after_setup.connect
+def _no_sent_events(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    instance.app.conf.task_send_sent_event = False
+
+
 @task_prerun.connect
 def _started(task_id: str | None = None, task: Any = None, kwargs: Any = None, **_: Any) -> None:
     job_id = _job_id(kwargs)
@@ -57,34 +66,17 @@ def _started(task_id: str | None = None, task: Any = None, kwargs: Any = None, *
 
 @task_postrun.connect
 def _finished(task_id: str | None = None, task: Any = None, kwargs: Any = None,
-              retval: Any = None, state: str | None = None, **_: Any) -> None:
+              state: str | None = None, **_: Any) -> None:
     job_id = _job_id(kwargs)
     if not job_id or task is None or task_id is None or state not in {"SUCCESS", "IGNORED"}:
         return
-    # plan replaces itself with the chord (Celery reports IGNORED): its own work succeeded.
     _safe(lambda h: h.task_finished(task_id, name=task.name, state="SUCCESS"))
-    if task.name == "mediatasks.plan":
-        from mediatasks.steps.plan import load_plan
-        from mediatasks.tasks import job_dir
-
-        try:
-            jp = load_plan(job_dir(job_id))
-        except (OSError, ValueError):
-            return
-        _safe(lambda h: h.job_planned(job_id, chunks=len(jp.chunks), frames=jp.frame_count))
-    if task.name == "mediatasks.publish" and isinstance(retval, dict):
-        output = retval.get("output")
-        size = os.path.getsize(output) if output and os.path.exists(output) else None
-        _safe(lambda h: h.job_finished(job_id, "succeeded", chunks=retval.get("chunks"),
-                                       frames_in=retval.get("frames_in"),
-                                       frames_out=retval.get("frames_out"), size_out=size,
-                                       chunks_reused=retval.get("chunks_reused")))
 
 
 @task_failure.connect
 def _failed(task_id: str | None = None, exception: BaseException | None = None,
             kwargs: Any = None, sender: Any = None, **_: Any) -> None:
-    from mediatasks.tasks import describe
+    from mediatasks.cluster.tasks import describe
 
     job_id = _job_id(kwargs)
     if not job_id or task_id is None or exception is None:
@@ -92,7 +84,6 @@ def _failed(task_id: str | None = None, exception: BaseException | None = None,
     name = str(getattr(sender, "name", "task"))
     message = describe(exception, name)
     _safe(lambda h: h.task_finished(task_id, name=name, state="FAILURE", error=message))
-    _safe(lambda h: h.job_finished(job_id, "failed", error=message))
 
 
 @task_retry.connect

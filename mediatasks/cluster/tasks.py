@@ -1,18 +1,20 @@
-"""Celery tasks: thin views over the steps. Each validates its input, calls one step and returns a
-small JSON result (paths and counts, never media)."""
+"""Celery tasks: thin views over the steps. Each validates its input, reports to the job service,
+calls one step and returns a small JSON result (paths and counts, never media)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from mediatasks.celery_app import app
+from mediatasks.cluster.app import app
+from mediatasks.cluster.workers import check_encoder_here
 from mediatasks.errors import (
     HardwareUnavailable,
     JobCancelled,
@@ -32,6 +34,7 @@ from mediatasks.models import (
     StepResult,
 )
 from mediatasks.profiles import is_hardware
+from mediatasks.service import JobService
 from mediatasks.settings import get_settings
 from mediatasks.steps import audio as audio_step
 from mediatasks.steps import concat as concat_step
@@ -41,7 +44,6 @@ from mediatasks.steps import plan as plan_step
 from mediatasks.steps import probe as probe_step
 from mediatasks.steps import publish as publish_step
 from mediatasks.steps import verify as verify_step
-from mediatasks.workers import check_encoder_here
 
 _settings = get_settings()
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ def describe(exc: BaseException, task: str) -> str:
         return str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"{task} ran past its time limit (MEDIATASKS_TASK_SOFT_TIME_LIMIT)"
+    if isinstance(exc, OSError) and exc.filename:
+        return " ".join(f"{exc.filename}: {exc.strerror or exc} (in {task})".split())
     return " ".join(f"internal error in {task}: {type(exc).__name__}: {exc}".split())
 
 
@@ -62,6 +66,23 @@ def job_dir(job_id: str) -> Path:
 
 def job_state(job_id: str) -> JobState:
     return JobState(app.backend, job_id)
+
+
+def service() -> JobService:
+    from mediatasks.cluster.services import service_for
+
+    return service_for(app, get_settings().database_url)
+
+
+def report(what: str, call: Any) -> Any:
+    """Tell the service; a history that cannot be written never fails a job."""
+    try:
+        return call(service())
+    except MediatasksError:
+        raise
+    except Exception:
+        log.exception("could not record %s", what)
+        return None
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -79,38 +100,47 @@ class JobTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         spec = kwargs.get("spec")
         spec = spec if isinstance(spec, dict) else {}
-        state = job_state(str(spec["job_id"])) if spec.get("job_id") else None
+        job_id = str(spec["job_id"]) if spec.get("job_id") else None
+        state = job_state(job_id) if job_id else None
+        step = self.name.removeprefix("mediatasks.")
         try:
             if state is not None and int(spec.get("attempt") or 0) < state.attempt():
                 # Queued before a `mediatasks retry`: the new attempt does this work.
                 log.warning("%s[%s]: a task of an earlier attempt of job %s; dropped", self.name,
                             self.request.id, spec["job_id"])
-                raise Ignore()
+                return {"dropped": "earlier attempt"}
             if state is not None and state.cancelled():
                 # A cancelled job's queued tasks end here, before doing anything.
                 raise JobCancelled("the job was cancelled", path=spec.get("input"))
             if state is not None and self.name != "mediatasks.publish" and state.published():
-                self._duplicate()
+                return self._duplicate()
+            if job_id:
+                report("the step", lambda s: s.step_started(job_id, step))
             return super().__call__(*args, **kwargs)
-        except (Ignore, Retry):  # Task.replace, or a retry still to come
+        except (Ignore, Retry):  # a retry still to come
             raise
         except BaseException as exc:
             if state is not None and self.name != "mediatasks.publish" and state.published():
                 # A second delivery of a task (a visibility timeout shorter than the encode)
                 # ran on while the job finished and removed its files: nothing is wrong.
-                self._duplicate()
+                return self._duplicate()
             # Before Celery stores the FAILURE, so a follower that sees it also sees why.
             self._record(exc, kwargs)
             raise
 
-    def _duplicate(self) -> None:
+    def _duplicate(self) -> dict[str, str]:
         log.warning("%s[%s]: the job is already published; this delivery is a duplicate and is "
                     "dropped", self.name, self.request.id)
-        raise Ignore()
+        return {"dropped": "duplicate"}
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
         self._record(exc, kwargs)
+        spec = (kwargs or {}).get("spec") or {}
+        if isinstance(spec, dict) and spec.get("job_id") and not isinstance(exc, JobCancelled):
+            message = describe(exc, self.name)
+            report("the failure", lambda s: s.failed(str(spec["job_id"]), message,
+                                                     attempt=int(spec.get("attempt") or 0)))
 
     def _record(self, exc: BaseException, kwargs: Any) -> None:
         spec = (kwargs or {}).get("spec") or {}
@@ -140,23 +170,28 @@ def probe(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(base=JobTask, bind=True, name="mediatasks.plan")
-def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -> None:
-    """Plan the chunks, then replace this task with the chord of encodes; the chain goes on."""
-    from mediatasks import workflow
-
+def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
+    """Plan the chunks and hand the job back to the service (which holds it or encodes it)."""
     s = _spec(spec)
-    source = ProbeResult.model_validate(probe_result)
-    frame_pts = None
-    if not source.video.split_blocker:
-        frame_pts = probe_step.frame_timestamps(s.input, source.video.index,
-                                                ffprobe=_settings.ffprobe)
-    jp = plan_step.plan_job(source, s, chunk_seconds=_settings.chunk_seconds,
-                            min_chunk_frames=_settings.min_chunk_frames, frame_pts=frame_pts)
-    plan_step.save_plan(jp, job_dir(s.job_id))
-    if frame_pts is not None:
-        plan_step.save_frames(frame_pts, job_dir(s.job_id))
+    jp = plan_step.plan_and_save(ProbeResult.model_validate(probe_result), s, job_dir(s.job_id),
+                                 ffprobe=_settings.ffprobe, chunk_seconds=_settings.chunk_seconds,
+                                 min_chunk_frames=_settings.min_chunk_frames)
     job_state(s.job_id).record_plan(len(jp.chunks), jp.frame_count, jp.queue, list(jp.warnings))
-    self.replace(workflow.encode_chord(jp))
+    try:
+        status = service().planned(s, chunks=len(jp.chunks), frames=jp.frame_count,
+                                   queue=jp.queue, warnings=jp.warnings,
+                                   duration=jp.source.duration)
+    except MediatasksError:
+        raise
+    except Exception:  # no history: the job goes on all the same
+        log.exception("could not record the plan of %s", s.job_id)
+        from mediatasks.cluster.dispatch import CeleryDispatcher
+
+        if s.hold:
+            raise
+        CeleryDispatcher(app).encode(s, chunks=len(jp.chunks), queue=jp.queue)
+        status = "encoding"
+    return {"chunks": len(jp.chunks), "frames": jp.frame_count, "status": status}
 
 
 @app.task(base=JobTask, bind=True, name="mediatasks.encode_chunk")
@@ -167,13 +202,22 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
     state = job_state(s.job_id)
     if is_hardware(s.options.video_codec):
         check_encoder_here(s.options.video_codec, self.request.hostname)
+    # ffmpeg's progress arrives on a reader thread, where Celery's request context is empty:
+    # the event carries this task's id and worker explicitly.
+    task_id, hostname = self.request.id, self.request.hostname
+    svc = service()
+    started = time.monotonic()
 
     def progress(frames: int, fps: float) -> None:
         if state.report(index, frames, fps):
-            # Flower shows task events, not result meta: progress goes out as an event too.
             with contextlib.suppress(Exception):
-                self.send_event("task-progress", job_id=s.job_id, chunk=index, frames=frames,
-                                total=chunk.frames, fps=fps)
+                svc.chunk_progress(s.job_id, index, frames=frames, total=chunk.frames, fps=fps)
+            # Flower shows a task's standard fields only: progress goes into 'result'.
+            with contextlib.suppress(Exception), \
+                    app.events.default_dispatcher(hostname=hostname) as d:
+                d.send("task-progress", uuid=task_id, hostname=hostname,
+                       result=f"{frames} of {chunk.frames} frames, {fps:.1f} fps",
+                       job_id=s.job_id, chunk=index, frames=frames, total=chunk.frames, fps=fps)
 
     try:
         result = encode_step.encode_chunk(
@@ -186,6 +230,9 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
             f"{s.options.video_codec} cannot run on worker {self.request.hostname}: "
             f"{exc.detail}", hint="run gpu workers only where the encoder works") from exc
     state.report(index, result.frames, 0.0, done=True)
+    report("the chunk", lambda sv: sv.chunk_finished(s.job_id, index, frames=result.frames,
+                                                    reused=result.reused,
+                                                    seconds=time.monotonic() - started))
     return {"chunk": result.model_dump(mode="json")}
 
 
@@ -202,11 +249,8 @@ def concat(self: JobTask, parts: list[dict[str, Any]], *, spec: dict[str, Any]) 
     chunks = [ChunkResult.model_validate(p["chunk"]) for p in parts if "chunk" in p]
     audio = [AudioResult.model_validate(p["audio"]) for p in parts if "audio" in p]
     jp = _plan(s)
-    if s.options.remux:  # the video packets come straight from the source at mux
-        video = StepResult(path=s.input, frames=jp.frame_count)
-    else:
-        video = concat_step.concat(jp, chunks, job_dir(s.job_id), ffmpeg=_settings.ffmpeg,
-                                   ffprobe=_settings.ffprobe)
+    video = concat_step.join(jp, chunks, job_dir(s.job_id), ffmpeg=_settings.ffmpeg,
+                             ffprobe=_settings.ffprobe)
     return {"video": video.model_dump(mode="json"),
             "audio": (audio[0] if audio else AudioResult(path=None, streams=0)).model_dump(
                 mode="json"),
@@ -244,37 +288,38 @@ def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dic
     done = state.published()
     if done is None:  # else a redelivery: the output is already in place
         jp = _plan(s)
-        built = Path(prev["output"])
         result = JobResult(job_id=s.job_id, status="succeeded", output=s.output, input=s.input,
                            source_now=s.input, frames_in=prev["frames_in"],
                            frames_out=prev["frames_out"], chunks=len(jp.chunks),
                            chunks_reused=prev.get("reused", 0), warnings=jp.warnings)
-        if s.placement is None:
-            publish_step.publish(built, Path(s.output), job_id=s.job_id, overwrite=s.overwrite)
-        else:
-            from mediatasks.history import History
+        library_log = None
+        if s.placement is not None:
+            from mediatasks.cluster.services import open_history
 
-            history = History(_settings.database_url)
-            try:
-                result = publish_step.publish_to_library(s, built, result, history=history,
-                                                         ffprobe=_settings.ffprobe)
-            finally:
-                history.close()
+            library_log = open_history(_settings.database_url)
+        result = publish_step.publish_result(s, Path(prev["output"]), result,
+                                             library_log=library_log, ffprobe=_settings.ffprobe)
         done = result.model_dump(mode="json")
         state.record_published(done)
+        # The job's end is in the history before this task's result is: whoever waits for the
+        # result finds the job ended.
+        final = report("the end of the job", lambda sv: sv.finished(result))
+        if final is not None:
+            done = final.model_dump(mode="json")
+            state.record_published(done)
     shutil.rmtree(job_dir(s.job_id), ignore_errors=True)
     return done
 
 
 @app.task(bind=True, name="mediatasks.cleanup")
-def cleanup(self: Task, *args: Any, job_id: str, attempt: int = 0) -> None:
-    """Errback of every job: a cancelled job's files all go; a failed job keeps only its verified
-    chunks, for `mediatasks retry` to reuse. The cleanup of an attempt that has since been retried
-    leaves the new attempt's files alone."""
+def cleanup(self: Task, *args: Any, job_id: str, attempt: int = 0, remove: bool = False) -> None:
+    """Errback of every job: a cancelled (or rejected: ``remove``) job's files all go; a failed
+    job keeps only its verified chunks, for `mediatasks retry` to reuse. The cleanup of an
+    attempt that has since been retried leaves the new attempt's files alone."""
     state = job_state(job_id)
     if attempt < state.attempt():
         return
-    if state.cancelled():
+    if remove or state.cancelled():
         shutil.rmtree(job_dir(job_id), ignore_errors=True)
     else:
         encode_step.remove_all_but_verified_chunks(job_dir(job_id))

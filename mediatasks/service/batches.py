@@ -1,26 +1,24 @@
 """batch: many files under one policy, one batch id, one job per file that needs one.
 
 ``prepare`` probes and decides every file before anything runs (the one-line errors come here);
-``run_local`` runs the jobs on a private cluster and follows them; ``submit`` hands them to the
-shared cluster. Files run as concurrent jobs: the workers bound the parallelism.
+``submit`` hands them to the job service; ``collect`` says how each file ended. Files run
+as concurrent jobs: the workers bound the parallelism.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from typing import Literal
 
 from mediatasks.decide import Decision, decide, find_media
 from mediatasks.errors import InvalidOptions, MediatasksError
 from mediatasks.models import Frozen, JobPlan, JobResult
 from mediatasks.policy import Policy
+from mediatasks.service import JobService
+from mediatasks.service.lifecycle import BatchStatus, batch_status
 from mediatasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,13 +38,14 @@ class FileResult(Frozen):
     source_now: str | None = None
     reasons: tuple[str, ...] = ()
     error: str | None = None
+    note: str | None = None
 
 
 class BatchResult(Frozen):
     """The whole batch: ``job_id`` is the batch id (``mediatasks undo`` and ``status`` take it)."""
 
     job_id: str
-    status: Literal["queued", "succeeded", "failed", "cancelled"]
+    status: BatchStatus
     files: tuple[FileResult, ...]
 
 
@@ -65,8 +64,9 @@ def new_batch_id() -> str:
 
 def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
             output_dir: Path | None, settings: Settings, on_error: OnError,
-            chunk_seconds: float | None = None) -> list[Prepared]:
-    """Probe, decide and plan every media file under ``inputs``.
+            chunk_seconds: float | None = None, hold: bool = False) -> list[Prepared]:
+    """Probe, decide and plan every media file under ``inputs`` (``hold``: every job waits for
+    approval once planned).
 
     A file that cannot be read is a failed entry; with ``on_error`` 'stop' the walk stops there.
 
@@ -98,6 +98,8 @@ def prepare(inputs: Sequence[Path], policy: Policy, *, batch_id: str,
             d = decide(result, policy, source=src, job_id=uuid.uuid4().hex, batch_id=batch_id,
                        output_dir=output_dir, chunk_seconds=chunk_seconds)
             jp = None
+            if d.spec is not None and hold:
+                d = d.model_copy(update={"spec": d.spec.model_copy(update={"hold": True})})
             if d.spec is not None:
                 jp = plan.plan_job(result, d.spec, chunk_seconds=settings.chunk_seconds,
                                    min_chunk_frames=settings.min_chunk_frames)
@@ -152,137 +154,39 @@ def initial_results(prepared: Sequence[Prepared], *, stopped: bool) -> list[File
 
 
 def overall(batch_id: str, results: Sequence[FileResult]) -> BatchResult:
-    statuses = {r.status for r in results}
-    status: Literal["queued", "succeeded", "failed", "cancelled"]
-    if "failed" in statuses:
-        status = "failed"
-    elif statuses & {"cancelled", "not run"}:
-        status = "cancelled"
-    elif "queued" in statuses:
-        status = "queued"
-    else:
-        status = "succeeded"
+    """The batch's state by the one rule (skipped files count as done; files not run as
+    cancelled)."""
+    statuses = [{"not run": "cancelled"}.get(r.status, r.status) for r in results
+                if r.status != "skipped"]
+    status = batch_status(statuses)
     return BatchResult(job_id=batch_id, status=status, files=tuple(results))
 
 
-def submit(prepared: Sequence[Prepared], history: Any) -> list[FileResult]:
+def submit(prepared: Sequence[Prepared], service: JobService) -> list[FileResult]:
     """Record and send every job of the batch to the cluster."""
-    from mediatasks.workflow import job_workflow
-
     results = initial_results(prepared, stopped=False)
     for p in prepared:
-        if p.plan is None:
-            continue
-        spec = p.plan.spec
-        wf = job_workflow(spec)
-        history.job_submitted(spec, result_id=wf.tasks[-1].freeze().id, batch_id=spec.batch_id)
-        wf.apply_async()
+        if p.plan is not None:
+            service.submit(p.plan.spec)
     return results
 
 
-class _Bars:
-    """One bar for the batch (files done) and one per running file (frames)."""
-
-    def __init__(self, console: Console | None, total: int):
-        self.progress: Progress | None = None
-        self.rows: dict[str, TaskID] = {}
-        if console is not None:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-                                     console=console, transient=False)
-            self.progress.start()
-            self.all = self.progress.add_task("batch", total=total, note="files")
-
-    def file(self, job_id: str, name: str, snap: Any, done: bool, status: str) -> None:
-        if self.progress is None:
-            return
-        if job_id not in self.rows:
-            self.rows[job_id] = self.progress.add_task(name[-40:], total=None, note="")
-        row = self.rows[job_id]
-        if snap is not None and snap.planned:
-            self.progress.update(row, total=snap.frames_total, completed=snap.frames_done,
-                                 note=f"{snap.fps:.0f} fps" if snap.fps else "")
-        if done:
-            self.progress.update(row, note=status)
-
-    def files_done(self, n: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.all, completed=n)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def run_local(prepared: Sequence[Prepared], cluster: Any, *, on_error: OnError,
-              console: Console | None) -> list[FileResult]:
-    """Run every job of the batch at once on a started private cluster, until all have ended.
-
-    With ``on_error`` 'stop', the first job that fails cancels the others.
-    """
-    from mediatasks.celery_app import app
-    from mediatasks.jobstate import JobState
-    from mediatasks.tasks import describe
-    from mediatasks.workflow import job_workflow
-
-    app.conf.update(broker_url=cluster.broker_url, result_backend=cluster.broker_url)
-    results = {r.source: r for r in initial_results(prepared, stopped=False)}
-    running: dict[str, tuple[Prepared, Any, JobState]] = {}
-    for p in prepared:
-        if p.plan is not None:
-            spec = p.plan.spec
-            running[p.source] = (p, job_workflow(spec).apply_async(), JobState(app.backend,
-                                                                               spec.job_id))
-    bars = _Bars(console, len(prepared))
-    finished = len(prepared) - len(running)
-    bars.files_done(finished)
-    stopping = False
-    try:
-        while running:
-            cluster.check_alive()
-            for source, (p, result, state) in list(running.items()):
-                done = result.ready()
-                assert p.plan is not None
-                status = "running"
-                if done:
-                    status = _collect(results, p, result, state, describe)
-                    del running[source]
-                    finished += 1
-                    bars.files_done(finished)
-                    if status == "failed" and on_error == "stop" and not stopping:
-                        stopping = True
-                        for _, _, other in running.values():
-                            other.request_cancel()
-                bars.file(p.plan.job_id, Path(source).name, _snapshot(state), done, status)
-            time.sleep(0.2)
-    finally:
-        bars.close()
-    return [results[p.source] for p in prepared]
-
-
-def _snapshot(state: Any) -> Any:
-    try:
-        return state.snapshot()
-    except Exception:  # the broker is briefly away: no bar update this time
-        return None
-
-
-def _collect(results: dict[str, FileResult], p: Prepared, result: Any, state: Any,
-             describe: Any) -> str:
-    before = results[p.source]
-    if result.successful():
-        done = JobResult.model_validate(result.get())
-        results[p.source] = before.model_copy(update={
-            "status": "succeeded", "output": done.output, "outcome": done.outcome,
-            "source_now": done.source_now})
-        return "succeeded"
-    cancelled = state.cancelled()
-    message = state.error() or describe(result.result, "the job")
-    results[p.source] = before.model_copy(update={
-        "status": "cancelled" if cancelled else "failed",
-        "error": "cancelled: another file of the batch failed (--on-error stop)" if cancelled
-        else message})
-    return "cancelled" if cancelled else "failed"
+def collect(prepared: Sequence[Prepared], ended: dict[str, JobResult]) -> list[FileResult]:
+    """Each file's result once its job has ended."""
+    out = []
+    for before in initial_results(prepared, stopped=False):
+        done = ended.get(before.job_id or "")
+        if done is None:
+            out.append(before)
+        elif done.status == "succeeded":
+            out.append(before.model_copy(update={
+                "status": "succeeded", "output": done.output, "outcome": done.outcome,
+                "source_now": done.source_now, "note": done.note}))
+        else:
+            out.append(before.model_copy(update={
+                "status": "cancelled" if done.status in {"cancelled", "rejected"} else "failed",
+                "error": done.error}))
+    return out
 
 
 def describe_file(r: FileResult) -> str:
@@ -296,7 +200,8 @@ def describe_file(r: FileResult) -> str:
         return f"{r.status:<10} {name}" + (f": {r.error}" if r.error else "")
     what = r.action or ""
     if r.outcome == "kept-source":
-        return f"{what:<10} {name}: the result was larger than the guard allows; source kept"
+        return f"{what:<10} {name}: {r.note or 'the result was larger than the guard allows'}; " \
+               "source kept"
     if r.outcome == "exists":
         return f"{what:<10} {name}: {r.output} already exists (on_exists: skip)"
     tail = f" -> {r.output}" if r.output else ""

@@ -1,0 +1,232 @@
+"""Progress drawn from a job's events: the step it is in, frames, fps, a smoothed ETA. On a
+terminal a live bar; elsewhere a line per step and per 10 %."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from mediatasks.service.lifecycle import LABELS
+from mediatasks.service.records import Event
+from mediatasks.service.summary import human_duration
+
+
+class JobProgress:
+    """What the events say about one job so far (reset by a retry's new attempt)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self.status = "queued"
+
+    def reset(self) -> None:
+        self.frames_total = 0
+        self.chunks = 0
+        self.chunk_frames: dict[int, int] = {}
+        self.chunk_fps: dict[int, float] = {}
+        self.done: set[int] = set()
+        self.rate: float | None = None  # smoothed frames per second
+        self._last: tuple[float, int] | None = None
+
+    def apply(self, event: Event) -> bool:
+        """Take one event in; True when the job changed state."""
+        data = event.data
+        if event.type == "job.queued":
+            self.reset()
+        if event.type == "job.planned":
+            self.frames_total = int(data.get("frames") or 0)
+            self.chunks = int(data.get("chunks") or 0)
+        elif event.type == "chunk.progress":
+            index = int(data["index"])
+            self.chunk_frames[index] = int(data.get("frames") or 0)
+            self.chunk_fps[index] = float(data.get("fps") or 0.0)
+            self._smooth()
+        elif event.type == "chunk.finished":
+            index = int(data["index"])
+            self.chunk_frames[index] = int(data.get("frames") or 0)
+            self.chunk_fps.pop(index, None)
+            self.done.add(index)
+            self._smooth()
+        elif event.type.startswith("job."):
+            new = event.type.removeprefix("job.")
+            if new in LABELS and new != self.status:
+                self.status = new
+                return True
+        return False
+
+    @property
+    def frames_done(self) -> int:
+        return sum(self.chunk_frames.values())
+
+    @property
+    def fps(self) -> float:
+        return sum(self.chunk_fps.values())
+
+    def _smooth(self) -> None:
+        """An exponential average of the frame rate between events: one fast chunk (a reused
+        one) does not make the ETA jump."""
+        now, frames = time.monotonic(), self.frames_done
+        if self._last is not None and now > self._last[0] + 0.2:
+            rate = max(0.0, (frames - self._last[1]) / (now - self._last[0]))
+            self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
+            self._last = (now, frames)
+        elif self._last is None:
+            self._last = (now, frames)
+
+    def eta(self) -> str:
+        rate = self.rate if self.rate else self.fps
+        left = max(0, self.frames_total - self.frames_done)
+        if self.status != "encoding" or not rate:
+            return "-"
+        return human_duration(left / rate)
+
+
+class Follower:
+    """Renders one job's events for people (nothing with ``enabled`` false)."""
+
+    def __init__(self, console: Console, *, enabled: bool, job_id: str | None = None):
+        self.console = console
+        self.enabled = enabled
+        self.tty = console.is_terminal
+        self.job = JobProgress()
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self._tenth = -1
+        self._said = ""
+        self.job_id = job_id
+
+    def __enter__(self) -> Follower:
+        if self.enabled and self.tty:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("frames"), TextColumn("{task.fields[fps]:>6.1f} fps"),
+                TextColumn("chunks {task.fields[chunks]}"), TextColumn("ETA {task.fields[eta]}"),
+                console=self.console, transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task("starting workers", total=None, fps=0.0,
+                                               chunks="-", eta="-")
+        return self
+
+    def note(self, text: str) -> None:
+        """A step outside the job's events (starting workers, waiting for the broker)."""
+        if not self.enabled:
+            return
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=text)
+        else:
+            self._say(text)
+
+    def _say(self, text: str) -> None:
+        if text != self._said:
+            self._said = text
+            self.console.print(text, markup=False, highlight=False)
+
+    def event(self, event: Event) -> None:
+        changed = self.job.apply(event)
+        if not self.enabled:
+            return
+        if event.type == "job.awaiting_approval":
+            self.console.print(f"job {event.job_id}: awaiting approval: run 'mediatasks approve "
+                               f"{event.job_id}' or 'mediatasks reject {event.job_id}'",
+                               markup=False, highlight=False)
+        if self.progress is not None and self.task is not None:
+            j = self.job
+            self.progress.update(self.task, description=LABELS.get(j.status, j.status),
+                                 total=j.frames_total or None, completed=j.frames_done,
+                                 fps=j.fps, chunks=f"{len(j.done)}/{j.chunks or '?'}",
+                                 eta=j.eta())
+            return
+        if changed:
+            self._say(LABELS.get(self.job.status, self.job.status))
+        if event.type.startswith("chunk.") and self.job.frames_total:
+            tenth = min(10, self.job.frames_done * 10 // self.job.frames_total)
+            if tenth > self._tenth:
+                self._tenth = tenth
+                self.console.print(
+                    f"encoding: {tenth * 10}% ({self.job.frames_done} of "
+                    f"{self.job.frames_total} frames, {len(self.job.done)}/{self.job.chunks} "
+                    f"chunks), ETA {self.job.eta()}", markup=False, highlight=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class BatchBars:
+    """One bar for the batch (files done) and one per file (frames), from the batch's events."""
+
+    def __init__(self, console: Console | None, names: dict[str, str], total: int):
+        self.names = names
+        self.jobs: dict[str, JobProgress] = {}
+        self.progress: Progress | None = None
+        self.rows: dict[str, TaskID] = {}
+        self.finished: set[str] = set()
+        self.skipped = total - len(names)
+        if console is not None:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                                     console=console, transient=False)
+            self.progress.start()
+            self.all = self.progress.add_task("batch", total=total, note="files",
+                                              completed=self.skipped)
+
+    def event(self, event: Event) -> None:
+        job = self.jobs.setdefault(event.job_id, JobProgress())
+        job.apply(event)
+        if event.ends_job:
+            self.finished.add(event.job_id)
+        if self.progress is None:
+            return
+        if event.job_id not in self.rows:
+            self.rows[event.job_id] = self.progress.add_task(
+                short_name(self.names.get(event.job_id, event.job_id)), total=None, note="")
+        row = self.rows[event.job_id]
+        note = LABELS.get(job.status, job.status)
+        if job.status == "encoding" and job.fps:
+            note = f"{job.fps:.0f} fps"
+        self.progress.update(row, total=job.frames_total or None, completed=job.frames_done,
+                             note=note)
+        self.progress.update(self.all, completed=self.skipped + len(self.finished))
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def short_name(name: str, width: int = 40) -> str:
+    """A long file name keeps its start (the title) and its end (the extension)."""
+    if len(name) <= width:
+        return name
+    return name[: width - 8] + "…" + name[-7:]
+
+
+def print_events(events: list[Event], console: Console, *, as_json: bool) -> None:
+    import json
+
+    for e in events:
+        if as_json:
+            print(json.dumps(e.model_dump(mode="json")), flush=True)
+        else:
+            console.print(format_event(e), markup=False, highlight=False)
+
+
+def format_event(e: Event) -> str:
+    data: dict[str, Any] = e.data
+    detail = ""
+    if e.type == "job.planned":
+        detail = f"{data.get('frames')} frames in {data.get('chunks')} chunk(s) on {data.get('queue')}"
+    elif e.type == "chunk.progress":
+        detail = (f"chunk {data.get('index')}: {data.get('frames')} of {data.get('total')} "
+                  f"frames, {data.get('fps')} fps")
+    elif e.type == "chunk.finished":
+        detail = (f"chunk {data.get('index')}: {data.get('frames')} frames"
+                  + (" (reused)" if data.get("reused") else f" in {data.get('seconds')}s"))
+    elif data.get("error"):
+        detail = str(data["error"])
+    elif e.type in {"job.succeeded", "job.kept"}:
+        from mediatasks.service.summary import describe
+
+        detail = data.get("note") or describe(data)
+    return f"{e.seq:>6}  {e.at:%H:%M:%S}  {e.job_id[:12]}  {e.type:<22} {detail}".rstrip()

@@ -1,0 +1,207 @@
+"""`mediatasks run`: a job (or a policy batch) on a private broker with local workers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from mediatasks.cli.common import (
+    AudioOpt,
+    ChunkOpt,
+    CodecOpt,
+    CrfOpt,
+    HoldOpt,
+    JsonOpt,
+    OnErrorOpt,
+    OutputDirOpt,
+    OutputOpt,
+    OverwriteOpt,
+    PolicyOpt,
+    PresetOpt,
+    SourcesArg,
+    VideoOpt,
+    err,
+    local_service,
+    one_source,
+    out,
+)
+from mediatasks.cli.follow import Follower
+from mediatasks.errors import JobCancelled, JobFailed
+from mediatasks.models import JobResult
+from mediatasks.service import summary
+from mediatasks.settings import get_settings
+
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1,
+                                                help="Local worker processes.")]
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(
+    sources: SourcesArg,
+    output: OutputOpt = None,
+    video_codec: CodecOpt = "libx264",
+    crf: CrfOpt = None,
+    preset: PresetOpt = None,
+    video_opt: VideoOpt = None,
+    audio_codec: AudioOpt = "copy",
+    chunk_seconds: ChunkOpt = None,
+    workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
+    hold: HoldOpt = False,
+    policy: PolicyOpt = None,
+    output_dir: OutputDirOpt = None,
+    on_error: OnErrorOpt = "continue",
+    as_json: JsonOpt = False,
+) -> None:
+    """Encode SOURCE into --output on a private broker with local workers. With --policy, every
+    media file of the SOURCES runs as one batch and is filed into the policy's library."""
+    if policy is not None:
+        from mediatasks.cli.batches import batch_command
+
+        batch_command("run", sources, policy, output_dir=output_dir, on_error=on_error,
+                      workers=workers, as_json=as_json, chunk_seconds=chunk_seconds, hold=hold)
+        return
+    from mediatasks.cluster.local import LocalCluster, adopt_abandoned_chunks, default_workers, run_lock
+    from mediatasks.profiles import is_hardware
+    from mediatasks.service.prepare import check_paths, make_options, new_job_id, prepare_job
+    from mediatasks.service.runs import run_job
+    from mediatasks.steps import encode as encode_step
+    from mediatasks.steps.publish import temp_path
+
+    source, output = one_source(sources, output)
+    settings = get_settings()
+    opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
+    src = check_paths(source, output, overwrite=overwrite)
+    job_id = new_job_id()
+    if not as_json:
+        err.print(f"job {job_id}: {src.resolve()} -> {output.resolve()}", markup=False,
+                  highlight=False)
+    # The job directory is kept in the work directory (not the private temp one), so that a run
+    # killed with its machine leaves its verified chunks for the next run of the same job.
+    cluster = LocalCluster(settings, workers=workers or default_workers(),
+                           work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.monotonic()
+    jp = None
+    service = None
+    show = not as_json
+    try:
+        with Follower(err, enabled=show) as follower:
+            follower.note("starting workers")
+            # Workers boot (a second or two) while the source is probed and the encoder checked.
+            with cluster:
+                follower.note("probing")
+                jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
+                                 exact_preview=False, hold=hold, local=True, job_id=job_id)
+                if show:
+                    for w in jp.warnings:
+                        err.print(f"[yellow]warning:[/] {w}")
+                service = local_service(cluster.broker_url)
+                job_dir = cluster.work_dir / jp.job_id
+                failed = True
+                try:
+                    with run_lock(job_dir):
+                        adopted = adopt_abandoned_chunks(cluster.work_dir, jp.spec)
+                        if adopted and show:
+                            err.print(f"resuming: {adopted} verified chunk(s) from an earlier run "
+                                      "that did not finish")
+                        result = run_job(service, jp.spec, watch=cluster.check_alive,
+                                         on_event=follower.event)
+                        failed = result.status == "failed"
+                except JobCancelled:
+                    raise
+                except Exception as exc:
+                    from mediatasks.cluster.tasks import describe
+
+                    if service.find(jp.job_id) is not None:
+                        service.failed(jp.job_id, describe(exc, "mediatasks run"))
+                    raise
+                finally:
+                    if failed:  # the verified chunks stay for the next run of the same job
+                        encode_step.remove_all_but_verified_chunks(job_dir)
+                    else:
+                        shutil.rmtree(job_dir, ignore_errors=True)
+                    temp_path(Path(jp.spec.output), jp.job_id).unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        if jp is not None and service is not None:
+            with contextlib.suppress(Exception):
+                service.cancel_job(jp.job_id, reason="interrupted")
+        if as_json and jp is not None:
+            print(JobResult(job_id=jp.job_id, status="cancelled", output=None,
+                            error="interrupted").model_dump_json())
+        raise JobCancelled("interrupted: workers stopped, temp files removed",
+                           path=source) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    result = result.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
+    finish(result, as_json=as_json)
+
+
+def finish(result: JobResult, *, as_json: bool) -> None:
+    """Print how the job ended; exit 1 unless it succeeded."""
+    if as_json:
+        print(result.model_dump_json())
+    elif result.status == "succeeded" and result.outcome == "kept-source":
+        out.print(f"kept: {result.input}: {result.note or 'the source was kept'}")
+    elif result.status == "succeeded":
+        data = json.loads(result.model_dump_json())
+        data["encode_fps"] = (round((result.frames_out or 0) / result.seconds, 1)
+                              if result.seconds else None)
+        out.print(f"done: {result.output}: {summary.describe(data)}")
+        for w in result.warnings:
+            err.print(f"[yellow]warning:[/] {w}")
+    if result.status == "rejected":
+        if not as_json:
+            out.print(f"{result.job_id}: rejected; nothing was encoded")
+        raise typer.Exit(1)
+    if result.status != "succeeded":
+        if as_json:
+            raise typer.Exit(1)
+        raise JobFailed(result.error or "the job failed")
+
+
+def run_local_batch(prepared: list[Any], batch_id: str, *, workers: int | None,
+                    stop: bool, as_json: bool) -> dict[str, JobResult]:
+    """The jobs of a prepared batch on a private cluster, until every one has ended."""
+    from mediatasks.cli.follow import BatchBars
+    from mediatasks.cluster.local import LocalCluster, default_workers
+    from mediatasks.profiles import is_hardware
+    from mediatasks.service.runs import run_batch
+
+    settings = get_settings()
+    plans = [p.plan for p in prepared if p.plan is not None]
+    specs = [jp.spec.model_copy(update={"local": True}) for jp in plans]
+    work_dir = settings.work_dir if "MEDIATASKS_WORK_DIR" in os.environ else None
+    hardware = any(is_hardware(s.options.video_codec) for s in specs)
+    cluster = LocalCluster(settings, workers=workers or default_workers(), work_dir=work_dir,
+                           hardware=hardware)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    service = None
+    bars = BatchBars(err if err.is_terminal and not as_json else None,
+                     {s.job_id: Path(s.input).name for s in specs}, len(prepared))
+    try:
+        with cluster:
+            service = local_service(cluster.broker_url)
+            return run_batch(service, batch_id, specs, watch=cluster.check_alive,
+                             on_event=bars.event, stop_on_failure=stop)
+    except KeyboardInterrupt:
+        if service is not None:
+            for spec in specs:
+                with contextlib.suppress(Exception):
+                    service.cancel_job(spec.job_id, reason="interrupted")
+        raise JobCancelled("interrupted: workers stopped, temp files removed") from None
+    finally:
+        bars.close()
+        signal.signal(signal.SIGTERM, previous)

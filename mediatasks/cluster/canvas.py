@@ -1,0 +1,47 @@
+"""Canvases are data: pure functions from a spec to the Celery signatures of one phase.
+
+A job runs in two phases that the job service dispatches: ``analyse`` (probe, plan) and, once the
+plan is known (and approved, for a held job), ``encode`` (the chord of chunk encodes and the audio,
+then concat, mux, verify, publish). Signatures are built by task name, so this module does not
+import the tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import chain, chord
+from celery.canvas import Signature
+
+from mediatasks.models import JobSpec
+
+
+def _sig(app: Any, name: str, **kwargs: Any) -> Signature:
+    return app.signature(f"mediatasks.{name}", kwargs=kwargs)
+
+
+def cleanup(app: Any, spec: JobSpec) -> Signature:
+    return app.signature("mediatasks.cleanup", kwargs={"job_id": spec.job_id,
+                                                       "attempt": spec.attempt}, immutable=True)
+
+
+def analyse_workflow(app: Any, spec: JobSpec) -> Signature:
+    """probe -> plan; the plan step hands the job back to the service."""
+    s = spec.model_dump(mode="json")
+    wf = chain(_sig(app, "probe", spec=s).set(immutable=True), _sig(app, "plan", spec=s))
+    wf.link_error(cleanup(app, spec))
+    return wf
+
+
+def encode_workflow(app: Any, spec: JobSpec, *, chunks: int, queue: str) -> Signature:
+    """[encode_chunk x chunks on ``queue``, encode_audio on io] -> concat -> mux -> verify ->
+    publish. A remux encodes nothing: the audio task alone, then concat hands on the source."""
+    s = spec.model_dump(mode="json")
+    header = [] if spec.options.remux else [
+        _sig(app, "encode_chunk", spec=s, index=i).set(queue=queue, immutable=True)
+        for i in range(chunks)]
+    header.append(_sig(app, "encode_audio", spec=s).set(immutable=True))
+    wf = chain(chord(header, _sig(app, "concat", spec=s)), _sig(app, "mux", spec=s),
+               _sig(app, "verify", spec=s), _sig(app, "publish", spec=s))
+    wf.link_error(cleanup(app, spec))
+    return wf

@@ -1,0 +1,410 @@
+"""The job service: every operation on jobs and batches, and every change of their state.
+
+The CLI, the Celery tasks and (later) the HTTP API call these methods; none of them changes a
+job's state on its own. Each change is checked against the lifecycle table, written with its event
+in one transaction, then announced on the event bus so followers wake up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from mediatasks.errors import BrokerUnavailable, InvalidOptions, MediatasksError
+from mediatasks.jobstate import JobState
+from mediatasks.models import JobResult, JobSpec
+from mediatasks.service.lifecycle import (
+    LABELS,
+    STEP_STATUS,
+    TERMINAL,
+    allowed,
+    batch_status,
+    check_transition,
+    parse_status,
+)
+from mediatasks.service.ports import Dispatcher, EventBus, JobStore, KeyValue
+from mediatasks.service.records import Event, JobRecord
+from mediatasks.service.summary import summarize
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 2.0  # seconds between two progress events of one chunk
+
+
+class JobNotFound(InvalidOptions):
+    """No job (or batch) with that id in the history."""
+
+
+class JobService:
+    """Owns the lifecycle of every job; given its storage, live state, dispatch and bus."""
+
+    def __init__(self, store: JobStore, *, kv: KeyValue | None = None,
+                 dispatcher: Dispatcher | None = None, bus: EventBus | None = None,
+                 where: str = "the job history"):
+        self.store = store
+        self.kv = kv
+        self.dispatcher = dispatcher
+        self.bus = bus
+        self.where = where
+        self._last_progress: dict[tuple[str, int], float] = {}
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def find(self, job_id: str) -> JobRecord | None:
+        return self.store.get(job_id)
+
+    def get(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id)
+        if record is None:
+            raise JobNotFound(f"no job {job_id} in {self.where}", hint="see 'mediatasks jobs list'")
+        return record
+
+    def list_jobs(self, *, status: str | None = None, limit: int = 50) -> list[JobRecord]:
+        statuses = parse_status(status) if status else None
+        return self.store.list_jobs(statuses=statuses, limit=limit)
+
+    def batch(self, batch_id: str) -> list[JobRecord]:
+        """The batch's jobs, oldest first (empty: no such batch)."""
+        return self.store.jobs_in_batch(batch_id)
+
+    def batch_status(self, batch_id: str) -> str:
+        return batch_status(r.status for r in self.batch(batch_id))
+
+    def is_batch(self, some_id: str) -> bool:
+        return self.store.get(some_id) is None and bool(self.store.jobs_in_batch(some_id))
+
+    def events(self, key: str, *, after: int = 0) -> list[Event]:
+        """The events of a job or a batch.
+
+        Raises:
+            JobNotFound: no such job or batch.
+        """
+        self._check_key(key)
+        return self.store.events(key, after=after)
+
+    def live(self, job_id: str) -> JobState | None:
+        return JobState(self.kv, job_id) if self.kv is not None else None
+
+    def _check_key(self, key: str) -> None:
+        if self.store.get(key) is None and not self.store.jobs_in_batch(key):
+            raise JobNotFound(f"no job or batch {key} in {self.where}",
+                              hint="see 'mediatasks jobs list'")
+
+    def _ended(self, key: str) -> bool:
+        record = self.store.get(key)
+        if record is not None:
+            return record.status in TERMINAL
+        jobs = self.store.jobs_in_batch(key)
+        return all(r.status in TERMINAL for r in jobs)
+
+    def follow(self, key: str, *, after: int = 0, idle: float = 1.0) -> Iterator[Event | None]:
+        """Every event of a job or batch after ``after``, as they come, until it has ended.
+
+        Waits on the event bus between reads (no polling while events flow); yields None when
+        nothing came for ``idle`` seconds, so a caller can check on its workers. The log in the
+        store is the truth: the bus only wakes the follower up, and a wake-up that was lost costs
+        at most ``idle`` seconds.
+
+        Raises:
+            JobNotFound: no such job or batch.
+        """
+        self._check_key(key)
+        subscription = None
+        if self.bus is not None:
+            try:
+                subscription = self.bus.subscribe(key)
+            except Exception as exc:  # the broker is away: fall back to reading the log
+                log.debug("no live events: %s", exc)
+        last = after
+        try:
+            while True:
+                ended = self._ended(key)
+                fresh = self.store.events(key, after=last)
+                for event in fresh:
+                    last = event.seq
+                    yield event
+                if ended:
+                    return
+                if fresh:
+                    continue
+                woke = False
+                if subscription is not None:
+                    try:
+                        woke = subscription.get(idle)
+                    except Exception as exc:
+                        log.debug("live events lost: %s", exc)
+                        subscription = None
+                else:
+                    time.sleep(idle)
+                if not woke:
+                    yield None
+        finally:
+            if subscription is not None:
+                subscription.close()
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        """Record the job as queued and send it to be probed and planned.
+
+        Raises:
+            BrokerUnavailable: the job could not be sent (it is recorded as failed).
+        """
+        event = self.store.create_job(spec, status="queued", event="job.queued", data={
+            "input": spec.input, "output": spec.output, "hold": spec.hold,
+            "attempt": spec.attempt})
+        self._announce(event)
+        self._dispatch(spec.job_id, lambda d: d.analyse(spec))
+        return self.get(spec.job_id)
+
+    def planned(self, spec: JobSpec, *, chunks: int, frames: int, queue: str,
+                warnings: tuple[str, ...] | list[str] = (), duration: float | None = None) -> str:
+        """The plan step is done: hold the job for approval, or send its encodes. Returns the
+        job's state."""
+        data = {"chunks": chunks, "frames": frames, "queue": queue, "warnings": list(warnings),
+                "duration": duration, "attempt": spec.attempt}
+        self._announce(self.store.append_event(spec.job_id, "job.planned", data,
+                                               fields={"chunks": chunks, "frames_in": frames}))
+        record = self.get(spec.job_id)
+        if record.status in TERMINAL:  # cancelled while it was planned
+            return record.status
+        if spec.hold:
+            self._move(spec.job_id, "awaiting_approval", data=data)
+            return "awaiting_approval"
+        self._dispatch(spec.job_id, lambda d: d.encode(spec, chunks=chunks, queue=queue))
+        return record.status
+
+    def approve(self, job_id: str) -> JobRecord:
+        """Let a held job go on (same job id): its encodes are sent now, or by the `run` that
+        holds its private cluster."""
+        record = self.get(job_id)
+        check_transition(job_id, record.status, "approved",
+                         hint="only a job awaiting approval can be approved")
+        spec = JobSpec.model_validate(record.settings).model_copy(update={"hold": False})
+        self._move(job_id, "approved", strict=True,
+                   fields={"settings": spec.model_dump_json()})
+        if not spec.local:
+            self.start_encode(job_id)
+        return self.get(job_id)
+
+    def start_encode(self, job_id: str) -> None:
+        """Send the encodes of an approved job, as its last plan said."""
+        record = self.get(job_id)
+        spec = JobSpec.model_validate(record.settings)
+        plan = self._last_plan(job_id)
+        self._dispatch(job_id, lambda d: d.encode(spec, chunks=int(plan["chunks"]),
+                                                  queue=str(plan["queue"])))
+
+    def _last_plan(self, job_id: str) -> dict[str, Any]:
+        plans = [e for e in self.store.events(job_id) if e.type == "job.planned"]
+        if not plans:
+            raise InvalidOptions(f"job {job_id} has no plan yet", hint="wait until it is planned")
+        return plans[-1].data
+
+    def reject(self, job_id: str) -> JobRecord:
+        """End a held job without touching any file."""
+        record = self.get(job_id)
+        check_transition(job_id, record.status, "rejected",
+                         hint="only a job awaiting approval can be rejected")
+        self._move(job_id, "rejected", strict=True, data={"error": "rejected by the user"},
+                   fields={"error": "rejected by the user"})
+        spec = JobSpec.model_validate(record.settings)
+        if not spec.local and self.dispatcher is not None:
+            try:
+                self.dispatcher.discard(spec)
+            except MediatasksError as exc:
+                log.warning("the work directory of %s stays: %s", job_id, exc)
+        return self.get(job_id)
+
+    def cancel(self, some_id: str) -> list[str]:
+        """Stop a job, or every job of a batch that has not ended; returns the ids cancelled.
+
+        Raises:
+            JobNotFound: no such job or batch.
+            InvalidOptions: nothing left to cancel.
+        """
+        if self.is_batch(some_id):
+            targets = [r for r in self.batch(some_id) if r.status not in TERMINAL]
+            if not targets:
+                raise InvalidOptions(f"batch {some_id} has no queued or running job",
+                                     hint=f"see 'mediatasks status {some_id}'")
+        else:
+            record = self.get(some_id)
+            if record.status in TERMINAL:
+                raise InvalidOptions(f"job {some_id} is already {LABELS[record.status]}",
+                                     hint="only a job that has not ended can be cancelled")
+            targets = [record]
+        done = []
+        for record in targets:
+            self.cancel_job(record.job_id, reason="cancelled by the user")
+            done.append(record.job_id)
+        return done
+
+    def cancel_job(self, job_id: str, *, reason: str) -> None:
+        """Raise the job's cancel flag (its tasks stop) and mark it cancelled."""
+        state = self.live(job_id)
+        if state is not None:
+            try:
+                state.request_cancel()
+            except Exception as exc:  # kombu and redis-py raise their own errors
+                raise BrokerUnavailable(f"cannot reach the broker to cancel {job_id}: {exc}",
+                                        hint="check MEDIATASKS_BROKER_URL") from exc
+        self._move(job_id, "cancelled", data={"error": reason}, fields={"error": reason})
+
+    def retry(self, job_id: str, *, check: Callable[[JobSpec], None] | None = None) -> JobSpec:
+        """Run a failed or cancelled job again as a new attempt; verified chunks are reused.
+
+        Args:
+            check: raises when the job cannot run now (its source is gone, its output exists).
+        """
+        record = self.get(job_id)
+        check_transition(job_id, record.status, "queued",
+                         hint="only a failed or cancelled job can be retried")
+        spec = JobSpec.model_validate(record.settings)
+        if check is not None:
+            check(spec)
+        state = self.live(job_id)
+        current = state.attempt() if state is not None else 0
+        # A new attempt number: tasks of the earlier attempt still queued (a retry right after a
+        # cancel) end as they start instead of running beside this one.
+        spec = spec.model_copy(update={"attempt": max(spec.attempt, current) + 1})
+        if state is not None:
+            state.reset()
+            state.record_attempt(spec.attempt)
+        self._move(job_id, "queued", strict=True, data={"attempt": spec.attempt},
+                   fields={"settings": spec.model_dump_json(), "error": None, "started_at": None,
+                           "finished_at": None, "frames_out": None, "size_out": None,
+                           "chunks_reused": None, "note": None})
+        self._dispatch(job_id, lambda d: d.analyse(spec))
+        return spec
+
+    def undone(self, job_ids: list[str]) -> None:
+        """Jobs whose library changes were all undone."""
+        for job_id in job_ids:
+            record = self.store.get(job_id)
+            if record is not None and allowed(record.status, "undone"):
+                self._move(job_id, "undone")
+
+    # -- what the workers report --------------------------------------------------------------
+
+    def step_started(self, job_id: str, step: str) -> None:
+        """A pipeline step began; the job moves to the state it stands for (late or repeated
+        deliveries, which would move it back, change nothing)."""
+        status = STEP_STATUS.get(step)
+        if status is not None:
+            self._move(job_id, status, fields={"started_at": _now()} if step == "probe" else {})
+
+    def chunk_progress(self, job_id: str, index: int, *, frames: int, total: int,
+                       fps: float) -> bool:
+        """A running encode's progress; throttled. Returns whether an event was written."""
+        now = time.monotonic()
+        key = (job_id, index)
+        if now - self._last_progress.get(key, 0.0) < PROGRESS_INTERVAL:
+            return False
+        self._last_progress[key] = now
+        self._announce(self.store.append_event(job_id, "chunk.progress", {
+            "index": index, "frames": frames, "total": total, "fps": round(fps, 2)}))
+        return True
+
+    def chunk_finished(self, job_id: str, index: int, *, frames: int, reused: bool,
+                       seconds: float) -> None:
+        self._last_progress.pop((job_id, index), None)
+        self._announce(self.store.append_event(job_id, "chunk.finished", {
+            "index": index, "frames": frames, "reused": reused, "seconds": round(seconds, 2)}))
+
+    def finished(self, result: JobResult) -> JobResult:
+        """The job published its output (or the guard kept the source): its end, with the
+        summary. Returns the result with the summary's figures."""
+        record = self.get(result.job_id)
+        plans = [e for e in self.store.events(result.job_id) if e.type == "job.planned"]
+        duration = plans[-1].data.get("duration") if plans else None
+        size_out = _size(result.output) if result.outcome != "kept-source" else None
+        started = record.started_at or record.created_at
+        seconds = round(max(0.0, _now().timestamp() - started.timestamp()), 2)
+        summary = summarize(frames_in=result.frames_in, frames_out=result.frames_out,
+                            duration=duration, size_in=record.size_in, size_out=size_out,
+                            seconds=seconds, chunks=result.chunks,
+                            chunks_reused=result.chunks_reused, warnings=result.warnings)
+        kept = result.outcome == "kept-source"
+        data = {**summary, "output": result.output, "outcome": result.outcome,
+                "source_now": result.source_now, "note": result.note}
+        self._move(result.job_id, "kept" if kept else "succeeded", data=data, fields={
+            "frames_in": result.frames_in, "frames_out": result.frames_out, "chunks": result.chunks,
+            "chunks_reused": result.chunks_reused, "size_out": size_out, "note": result.note,
+            "output": result.output or record.output})
+        return result.model_copy(update={k: summary[k] for k in (
+            "duration", "size_in", "size_out", "bitrate", "saved_percent", "encode_fps")})
+
+    def failed(self, job_id: str, message: str, *, attempt: int | None = None) -> None:
+        """A step failed for good; the first failure of an attempt is the job's error."""
+        state = self.live(job_id)
+        try:
+            if attempt is not None and state is not None and attempt < state.attempt():
+                return  # a task of an attempt that has been retried since
+        except Exception as exc:
+            log.debug("attempt unknown: %s", exc)
+        self._move(job_id, "failed", data={"error": message}, fields={"error": message})
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _dispatch(self, job_id: str, send: Callable[[Dispatcher], None]) -> None:
+        if self.dispatcher is None:
+            return
+        try:
+            send(self.dispatcher)
+        except MediatasksError as exc:
+            self._move(job_id, "failed", data={"error": f"could not send the job: {exc}"},
+                       fields={"error": f"could not send the job: {exc}"})
+            raise
+
+    def _move(self, job_id: str, new: str, *, strict: bool = False,
+              data: dict[str, Any] | None = None, fields: dict[str, Any] | None = None
+              ) -> Event | None:
+        """Move the job to ``new`` if the table allows it from where it is now.
+
+        With ``strict`` a move the table does not allow raises; otherwise it is dropped (a late
+        or repeated report from a worker), and so is a move to the state it is in.
+        """
+        fields = dict(fields or {})
+        if new in TERMINAL:
+            fields.setdefault("finished_at", _now())
+        for _ in range(20):
+            record = self.get(job_id)
+            if record.status == new and not strict:
+                return None
+            if not allowed(record.status, new):
+                if strict:
+                    check_transition(job_id, record.status, new)
+                log.debug("job %s: %s -> %s dropped", job_id, record.status, new)
+                return None
+            event = self.store.transition(job_id, current=record.status, new=new,
+                                          event=f"job.{new}", data=dict(data or {}), fields=fields)
+            if event is not None:
+                self._announce(event)
+                return event
+        raise MediatasksError(f"job {job_id} keeps changing; could not make it {new}")
+
+    def _announce(self, event: Event | None) -> None:
+        if event is None or self.bus is None:
+            return
+        try:
+            self.bus.publish(event)
+        except Exception as exc:  # followers still read the log
+            log.debug("event %s not announced: %s", event.seq, exc)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _size(path: str | None) -> int | None:
+    if not path:
+        return None
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None

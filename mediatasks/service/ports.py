@@ -1,0 +1,78 @@
+"""What the service is given: storage, live state, dispatch and event delivery, as Protocols.
+
+The real ones are the SQL history (``mediatasks.history``), the result backend's key-value store
+and Celery (``mediatasks.cluster``); tests also give in-memory ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from mediatasks.jobstate import KeyValue
+from mediatasks.models import JobSpec
+from mediatasks.service.records import Event, JobRecord
+
+
+class JobStore(Protocol):
+    """Durable jobs and their event log."""
+
+    def create_job(self, spec: JobSpec, *, status: str, event: str,
+                   data: dict[str, Any]) -> Event | None: ...
+
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    def list_jobs(self, *, statuses: Iterable[str] | None = None,
+                  limit: int = 100) -> list[JobRecord]: ...
+
+    def jobs_in_batch(self, batch_id: str) -> list[JobRecord]: ...
+
+    def transition(self, job_id: str, *, current: str, new: str, event: str,
+                   data: dict[str, Any], fields: dict[str, Any]) -> Event | None:
+        """Move the job from ``current`` to ``new`` and append ``event``, in one transaction; None
+        (and nothing written) when the job is no longer in ``current``."""
+        ...
+
+    def append_event(self, job_id: str, event: str, data: dict[str, Any],
+                     fields: dict[str, Any] | None = None) -> Event:
+        """Append an event that is no transition (and update ``fields`` of the job with it)."""
+        ...
+
+    def events(self, key: str, *, after: int = 0, limit: int = 10000) -> list[Event]:
+        """Events of a job, or of every job of a batch, with ``seq`` above ``after``, in order."""
+        ...
+
+
+class Dispatcher(Protocol):
+    """Sends a job's work to the workers, one phase at a time."""
+
+    def analyse(self, spec: JobSpec) -> None:
+        """Probe and plan the job; the plan step reports back with ``JobService.planned``."""
+        ...
+
+    def encode(self, spec: JobSpec, *, chunks: int, queue: str) -> None:
+        """Encode the planned chunks and the audio, then join, mux, verify and publish."""
+        ...
+
+    def discard(self, spec: JobSpec) -> None:
+        """Remove the job's work directory (a rejected job)."""
+        ...
+
+
+class Subscription(Protocol):
+    def get(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for an event; True when one (or more) arrived."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    """Live delivery: followers wake up when an event is appended instead of polling."""
+
+    def publish(self, event: Event) -> None: ...
+
+    def subscribe(self, key: str) -> Subscription: ...
+
+
+__all__ = ["Dispatcher", "EventBus", "JobStore", "KeyValue", "Subscription"]

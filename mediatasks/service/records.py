@@ -1,0 +1,73 @@
+"""What the service hands out: jobs, their tasks and their events, as frozen models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mediatasks.service.lifecycle import TERMINAL
+
+
+class TaskRecord(BaseModel):
+    """One task of a job, as `jobs show` prints it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    queue: str | None
+    worker: str | None
+    state: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    retries: int
+    error: str | None
+
+
+class JobRecord(BaseModel):
+    """One job, as `jobs list`, `jobs show` and `status` print it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    status: str
+    input: str
+    output: str
+    settings: dict[str, Any]
+    error: str | None
+    result_id: str | None
+    batch_id: str | None = None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    chunks: int | None
+    frames_in: int | None
+    frames_out: int | None
+    size_in: int | None
+    size_out: int | None
+    chunks_reused: int | None = None
+    note: str | None = None
+    tasks: tuple[TaskRecord, ...] = ()
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL
+
+
+class Event(BaseModel):
+    """One change of a job: a transition, a chunk finished, progress. ``seq`` orders all events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    job_id: str
+    batch_id: str | None = None
+    type: str
+    at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ends_job(self) -> bool:
+        return self.type.startswith("job.") and self.type.removeprefix("job.") in TERMINAL
