@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from mediatasks.history.schema import jobs, migrate, operations, tasks
+from mediatasks.library.oplog import Operation as Operation
 from mediatasks.models import JobSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -97,25 +98,6 @@ class JobRecord(BaseModel):
     size_out: int | None
     chunks_reused: int | None = None
     tasks: tuple[TaskRecord, ...] = ()
-
-
-class Operation(BaseModel):
-    """One change a job made to files (see mediatasks.library for the kinds), in the order made."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    job_id: str
-    batch_id: str | None
-    seq: int
-    kind: str
-    src: str | None
-    dst: str | None
-    size: int | None
-    mtime_ns: int | None
-    sha256: str | None
-    created_at: datetime
-    undone_at: datetime | None
 
 
 class History:
