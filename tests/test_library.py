@@ -100,7 +100,7 @@ def test_rename_publishes_beside_the_existing_file_as_name_2(
     assert [(root / n).read_bytes() for n in ("a.mkv", "a (2).mkv", "a (3).mkv")] == [b"old", b"one", b"two"]
     # A number in parentheses is part of the name (a year), never a counter to go on from.
     write(root / "Clash (1999).mkv", b"x")
-    assert library._unique_path(root / "Clash (1999).mkv") == root / "Clash (1999) (2).mkv"
+    assert library.placement._unique_path(root / "Clash (1999).mkv") == root / "Clash (1999) (2).mkv"
 
 
 def test_replace_moves_the_old_file_aside_and_undo_brings_it_back_byte_for_byte(

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import create_engine, event, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from mediatasks.history.schema import events, jobs, migrate, operations, tasks
+from mediatasks.library.oplog import Operation as Operation
 from mediatasks.models import JobSpec
 from mediatasks.service.lifecycle import TERMINAL
 from mediatasks.service.records import Event, JobRecord, TaskRecord
@@ -60,23 +60,6 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Operation(BaseModel):
-    """One change a job made to files (see mediatasks.library for the kinds), in the order made."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    job_id: str
-    batch_id: str | None
-    seq: int
-    kind: str
-    src: str | None
-    dst: str | None
-    size: int | None
-    mtime_ns: int | None
-    sha256: str | None
-    created_at: datetime
-    undone_at: datetime | None
 
 
 class History:

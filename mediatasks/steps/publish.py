@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediatasks import files
-from mediatasks.errors import DiskFull, InvalidOptions, OutputExists, VerificationFailed
+from mediatasks.errors import InvalidOptions, OutputExists, VerificationFailed
 from mediatasks.models import JobResult, JobSpec
 
 if TYPE_CHECKING:
-    from mediatasks.history import History
+    from mediatasks.library import OperationLog
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +104,15 @@ def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
             os.replace(tmp, output)
         else:
             try:
-                os.link(tmp, output)
+                files.link_no_clobber(tmp, output)
             except FileExistsError as exc:
                 raise OutputExists("already exists", path=output,
                                    hint="pass --overwrite to replace it") from exc
-            except OSError:  # no hard links here (some network filesystems)
-                if output.exists():
-                    raise OutputExists("already exists", path=output,
-                                       hint="pass --overwrite to replace it") from None
-                os.rename(tmp, output)
         files.fsync_dir(output.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise DiskFull("no space left for the output", path=output,
-                           hint="free space at the output") from exc
+        files.raise_disk_full(exc, output, "no space left for the output",
+                              hint="free space at the output")
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -128,7 +122,7 @@ def publish(built: Path, output: Path, *, job_id: str, overwrite: bool) -> Path:
     return output
 
 
-def publish_to_library(spec: JobSpec, built: Path, result: JobResult, *, history: History,
+def publish_to_library(spec: JobSpec, built: Path, result: JobResult, *, history: OperationLog,
                        ffprobe: str = "ffprobe") -> JobResult:
     """A policy job's end: the guard, the library (each change recorded for undo), then the
     source as ``source.after`` says. Returns ``result`` with where the output and source are.
@@ -175,7 +169,8 @@ def publish_to_library(spec: JobSpec, built: Path, result: JobResult, *, history
                                      "source_now": str(now) if now else None})
 
 
-def publish_result(spec: JobSpec, built: Path, result: JobResult, *, library_log: History | None,
+def publish_result(spec: JobSpec, built: Path, result: JobResult, *,
+                   library_log: OperationLog | None,
                    ffprobe: str = "ffprobe") -> JobResult:
     """The publish step: a plain job's output to its path; a policy job's into its library.
 
