@@ -45,6 +45,7 @@ corpus: venv
 
 lint: venv
 	$(BIN)/ruff check mediatasks tests scripts benchmarks celeryconfig.py
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

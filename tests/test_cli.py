@@ -101,11 +101,17 @@ def test_bad_inputs_fail_with_one_line_naming_the_file_and_leave_no_output(
         done = mt("run", str(path), "-o", str(out))
         lines = done.stderr.strip().splitlines()
         assert done.returncode != 0, label
-        assert len(lines) == 1, (label, done.stderr)
-        assert path.name in lines[0] and "Traceback" not in done.stderr, (label, lines)
+        # A file refused before its job starts prints one line; one that fails while it runs
+        # may have printed its steps first (no TTY: a line per step), but the error is last
+        # and the only one.
+        errors = [line for line in lines if line.startswith("mediatasks:")]
+        assert errors == lines[-1:], (label, done.stderr)
+        if not done.stderr.startswith("job "):
+            assert len(lines) == 1, (label, done.stderr)
+        assert path.name in lines[-1] and "Traceback" not in done.stderr, (label, lines)
         import re
 
-        assert re.search(words, lines[0]), (label, lines[0])
+        assert re.search(words, lines[-1]), (label, lines[-1])
         assert not out.exists() and leftovers(tmp_path, before) == set(), label
         if hashes is not None:
             assert sha256(path) == hashes, label
@@ -119,6 +125,8 @@ def test_bad_inputs_fail_with_one_line_naming_the_file_and_leave_no_output(
     (["--video-opt", "nosuchopt=1"], "nosuchopt"),
     (["--video-codec", "ffv1", "--crf", "20"], "lossless"),
     (["--chunk-seconds", "0"], "chunk-seconds"),
+    (["--audio-codec", "nosuch"], "nosuch"),
+    (["--video-codec", "copy"], "skip_if_codec"),
 ])
 def test_bad_options_fail_fast_with_one_line(clips: dict[str, Path], tmp_path: Path,
                                              args: list[str], words: str) -> None:
@@ -140,6 +148,12 @@ def test_bad_outputs_are_refused(clips: dict[str, Path], tmp_path: Path) -> None
     assert missing_dir.returncode != 0 and "does not exist" in missing_dir.stderr
     ext = mt("run", str(src), "-o", str(tmp_path / "o.xyz"))
     assert ext.returncode != 0 and "extension" in ext.stderr
+    proc = mt("run", str(src), "-o", "/proc/x.mkv")
+    assert proc.returncode != 0 and "cannot write in /proc" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    folder = mt("run", str(src), "-o", str(tmp_path))
+    assert folder.returncode != 0 and "is a directory" in folder.stderr, folder.stderr
+    assert "give a file name" in folder.stderr
     assert sha256(src) == before
 
 
@@ -208,7 +222,9 @@ def test_ctrl_c_stops_workers_and_ffmpeg_and_leaves_no_temp_files(tmp_path: Path
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert len(err.strip().splitlines()) == 1 and "interrupted" in err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("job ") and "interrupted" in lines[-1], err
+    assert [line for line in lines if line.startswith("mediatasks:")] == lines[-1:], err
     time.sleep(1)
     for d in mine:
         assert not (tmp / d).exists()
@@ -331,3 +347,19 @@ def test_a_run_that_died_is_resumed_by_the_next_run_with_its_verified_chunks(
     assert result["status"] == "succeeded" and result["frames_out"] == result["frames_in"] == 300
     assert result["chunks_reused"] >= verified - 1  # a chunk may land between count and kill
     assert list(work.iterdir()) == []
+
+
+def test_a_broker_that_cannot_be_reached_is_said_once_and_the_job_ends_failed(
+        clips: dict[str, Path], tmp_path: Path) -> None:
+    env = dict(os.environ, MEDIATASKS_BROKER_URL="redis://127.0.0.1:9/0",
+               MEDIATASKS_RESULT_BACKEND="redis://127.0.0.1:9/0",
+               MEDIATASKS_DATABASE_URL=f"sqlite:///{tmp_path / 'h.sqlite'}")
+    done = mt("submit", str(clips["cfr"]), "-o", str(tmp_path / "o.mkv"), "--json", env=env,
+              timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "cannot reach the broker at redis://127.0.0.1:9/0" in lines[0]
+    listed = json.loads(mt("jobs", "list", "--json", env=env).stdout)
+    assert [j["status"] for j in listed] == ["failed"]
+    bogus = mt("jobs", "list", "--status", "bogus", env=env)
+    assert bogus.returncode == 2 and "not a job status" in bogus.stderr

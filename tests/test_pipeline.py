@@ -297,3 +297,5 @@ def test_encodes_send_progress_events_that_flower_shows(cluster: Any, tmp_path: 
     mine = [e for e in events if e.get("job_id") == spec.job_id]
     assert mine, "no task-progress event seen"
     assert all(e["frames"] <= e["total"] and "uuid" in e and "chunk" in e for e in mine)
+    # The task's own id and its worker's name, not the pool process's phantom "gen1234@host".
+    assert all(e["uuid"] and not e["hostname"].startswith("gen") for e in mine), mine[:1]

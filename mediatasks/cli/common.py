@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -15,7 +16,7 @@ from mediatasks.settings import get_settings
 if TYPE_CHECKING:
     from mediatasks.service import JobService
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("mediatasks")
 
@@ -70,10 +71,15 @@ def on_error_choice(value: str) -> Literal["continue", "stop"]:
     return "stop" if value == "stop" else "continue"
 
 
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """A `kill` stops a run as Ctrl-C does: workers stopped, temp files removed."""
+    raise KeyboardInterrupt
+
+
 def quiet_libraries() -> None:
     """kombu and redis-py log every reconnection attempt; the CLI says it once, as an error."""
     for name in ("kombu", "celery", "amqp", "redis"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def shared_service() -> JobService:

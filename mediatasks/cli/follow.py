@@ -110,13 +110,12 @@ class Follower:
         return self
 
     def note(self, text: str) -> None:
-        """A step outside the job's events (starting workers, waiting for the broker)."""
+        """A step before the job exists (starting workers, probing): on the bar only, so that a
+        refusal stays the one line printed."""
         if not self.enabled:
             return
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=text)
-        else:
-            self._say(text)
 
     def _say(self, text: str) -> None:
         if text != self._said:

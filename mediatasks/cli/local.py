@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import time
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -31,6 +29,7 @@ from mediatasks.cli.common import (
     VideoOpt,
     err,
     local_service,
+    on_sigterm,
     one_source,
     out,
 )
@@ -42,10 +41,6 @@ from mediatasks.settings import get_settings
 
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1,
                                                 help="Local worker processes.")]
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def run(
@@ -83,16 +78,13 @@ def run(
     source, output = one_source(sources, output)
     settings = get_settings()
     opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
-    src = check_paths(source, output, overwrite=overwrite)
+    check_paths(source, output, overwrite=overwrite)
     job_id = new_job_id()
-    if not as_json:
-        err.print(f"job {job_id}: {src.resolve()} -> {output.resolve()}", markup=False,
-                  highlight=False)
     # The job directory is kept in the work directory (not the private temp one), so that a run
     # killed with its machine leaves its verified chunks for the next run of the same job.
     cluster = LocalCluster(settings, workers=workers or default_workers(),
                            work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec))
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     jp = None
     service = None
@@ -106,6 +98,9 @@ def run(
                 jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
                                  exact_preview=False, hold=hold, local=True, job_id=job_id)
                 if show:
+                    # Nothing but a refusal is printed before the job exists: then its id.
+                    err.print(f"job {job_id}: {jp.spec.input} -> {jp.spec.output}", markup=False,
+                              highlight=False)
                     for w in jp.warnings:
                         err.print(f"[yellow]warning:[/] {w}")
                 service = local_service(cluster.broker_url)
@@ -123,7 +118,7 @@ def run(
                 except JobCancelled:
                     raise
                 except Exception as exc:
-                    from mediatasks.cluster.tasks import describe
+                    from mediatasks.cluster.failures import describe
 
                     if service.find(jp.job_id) is not None:
                         service.failed(jp.job_id, describe(exc, "mediatasks run"))
@@ -170,38 +165,3 @@ def finish(result: JobResult, *, as_json: bool) -> None:
         if as_json:
             raise typer.Exit(1)
         raise JobFailed(result.error or "the job failed")
-
-
-def run_local_batch(prepared: list[Any], batch_id: str, *, workers: int | None,
-                    stop: bool, as_json: bool) -> dict[str, JobResult]:
-    """The jobs of a prepared batch on a private cluster, until every one has ended."""
-    from mediatasks.cli.follow import BatchBars
-    from mediatasks.cluster.local import LocalCluster, default_workers
-    from mediatasks.profiles import is_hardware
-    from mediatasks.service.runs import run_batch
-
-    settings = get_settings()
-    plans = [p.plan for p in prepared if p.plan is not None]
-    specs = [jp.spec.model_copy(update={"local": True}) for jp in plans]
-    work_dir = settings.work_dir if "MEDIATASKS_WORK_DIR" in os.environ else None
-    hardware = any(is_hardware(s.options.video_codec) for s in specs)
-    cluster = LocalCluster(settings, workers=workers or default_workers(), work_dir=work_dir,
-                           hardware=hardware)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    service = None
-    bars = BatchBars(err if err.is_terminal and not as_json else None,
-                     {s.job_id: Path(s.input).name for s in specs}, len(prepared))
-    try:
-        with cluster:
-            service = local_service(cluster.broker_url)
-            return run_batch(service, batch_id, specs, watch=cluster.check_alive,
-                             on_event=bars.event, stop_on_failure=stop)
-    except KeyboardInterrupt:
-        if service is not None:
-            for spec in specs:
-                with contextlib.suppress(Exception):
-                    service.cancel_job(spec.job_id, reason="interrupted")
-        raise JobCancelled("interrupted: workers stopped, temp files removed") from None
-    finally:
-        bars.close()
-        signal.signal(signal.SIGTERM, previous)

@@ -131,6 +131,8 @@ def approve(job_id: Annotated[str, typer.Argument(help="The job id.")],
     record = shared_service().approve(job_id)
     if as_json:
         print(json.dumps({"job_id": job_id, "status": record.status}))
+    elif record.settings.get("local"):
+        out.print(f"{job_id}: approved; the 'mediatasks run' that holds it starts the encode")
     else:
         out.print(f"{job_id}: approved; encoding starts now")
 

@@ -20,9 +20,13 @@ def _sig(app: Any, name: str, **kwargs: Any) -> Signature:
     return app.signature(f"mediatasks.{name}", kwargs=kwargs)
 
 
-def cleanup(app: Any, spec: JobSpec) -> Signature:
-    return app.signature("mediatasks.cleanup", kwargs={"job_id": spec.job_id,
-                                                       "attempt": spec.attempt}, immutable=True)
+def cleanup(app: Any, spec: JobSpec, *, remove: bool = False) -> Signature:
+    """The errback of every phase (``remove``: the whole job directory goes, as for a rejected
+    job)."""
+    kwargs: dict[str, Any] = {"job_id": spec.job_id, "attempt": spec.attempt}
+    if remove:
+        kwargs["remove"] = True
+    return app.signature("mediatasks.cleanup", kwargs=kwargs, immutable=True)
 
 
 def analyse_workflow(app: Any, spec: JobSpec) -> Signature:

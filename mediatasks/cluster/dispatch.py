@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import _state
+
 from mediatasks.cluster import canvas
 from mediatasks.errors import BrokerUnavailable
 from mediatasks.models import JobSpec
@@ -19,14 +21,22 @@ class CeleryDispatcher:
         self.app = app
 
     def _send(self, signature: Any) -> None:
+        # Nobody here waits for the phase's result (the service follows events): Celery is told
+        # not to subscribe to it, which would retry for half a minute against a backend that is
+        # down and leave a pending result to be torn down at exit.
+        blocks = _state.task_join_will_block()
+        _state._set_task_join_will_block(True)
         try:
-            signature.apply_async(retry_policy=_RETRY)
+            result = signature.apply_async(retry_policy=_RETRY)
+            del result
         except Exception as exc:  # kombu and redis-py raise their own connection errors
             url = self.app.conf.broker_url
             first = " ".join(str(exc).split())[:200]
             raise BrokerUnavailable(f"cannot reach the broker at {url}: {first}",
                                     hint="start redis-server or set MEDIATASKS_BROKER_URL"
                                     ) from exc
+        finally:
+            _state._set_task_join_will_block(blocks)
 
     def analyse(self, spec: JobSpec) -> None:
         self._send(canvas.analyse_workflow(self.app, spec))
@@ -35,5 +45,4 @@ class CeleryDispatcher:
         self._send(canvas.encode_workflow(self.app, spec, chunks=chunks, queue=queue))
 
     def discard(self, spec: JobSpec) -> None:
-        self._send(canvas.cleanup(self.app, spec).set(kwargs={
-            "job_id": spec.job_id, "attempt": spec.attempt, "remove": True}))
+        self._send(canvas.cleanup(self.app, spec, remove=True))

@@ -2,8 +2,6 @@
 retries); task bodies stay free of SQL. A job's own state is the job service's, not theirs.
 
 Every handler swallows its own errors: a history that cannot be written must never fail a job.
-Workers send no task-sent events: their pool processes would announce themselves to Flower as
-phantom workers (``gen1234@host``) with each next step of a chain they publish.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.signals import (
-    celeryd_after_setup,
     task_failure,
     task_postrun,
     task_prerun,
@@ -48,11 +45,6 @@ def _job_id(kwargs: Any) -> str | None:
     return str(job_id) if job_id else None
 
 
-@celeryd_after_setup.connect
-def _no_sent_events(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    instance.app.conf.task_send_sent_event = False
-
-
 @task_prerun.connect
 def _started(task_id: str | None = None, task: Any = None, kwargs: Any = None, **_: Any) -> None:
     job_id = _job_id(kwargs)
@@ -76,7 +68,7 @@ def _finished(task_id: str | None = None, task: Any = None, kwargs: Any = None,
 @task_failure.connect
 def _failed(task_id: str | None = None, exception: BaseException | None = None,
             kwargs: Any = None, sender: Any = None, **_: Any) -> None:
-    from mediatasks.cluster.tasks import describe
+    from mediatasks.cluster.failures import describe
 
     job_id = _job_id(kwargs)
     if not job_id or task_id is None or exception is None:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Retry
 
 from mediatasks.cluster.app import app
+from mediatasks.cluster.failures import describe
 from mediatasks.cluster.workers import check_encoder_here
 from mediatasks.errors import (
     HardwareUnavailable,
@@ -47,17 +48,6 @@ from mediatasks.steps import verify as verify_step
 
 _settings = get_settings()
 log = logging.getLogger(__name__)
-
-
-def describe(exc: BaseException, task: str) -> str:
-    """One line for the user: our errors speak for themselves; anything else is a bug."""
-    if isinstance(exc, MediatasksError):
-        return str(exc)
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return f"{task} ran past its time limit (MEDIATASKS_TASK_SOFT_TIME_LIMIT)"
-    if isinstance(exc, OSError) and exc.filename:
-        return " ".join(f"{exc.filename}: {exc.strerror or exc} (in {task})".split())
-    return " ".join(f"internal error in {task}: {type(exc).__name__}: {exc}".split())
 
 
 def job_dir(job_id: str) -> Path:
@@ -215,7 +205,7 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
             # Flower shows a task's standard fields only: progress goes into 'result'.
             with contextlib.suppress(Exception), \
                     app.events.default_dispatcher(hostname=hostname) as d:
-                d.send("task-progress", uuid=task_id, hostname=hostname,
+                d.send("task-progress", uuid=task_id,
                        result=f"{frames} of {chunk.frames} frames, {fps:.1f} fps",
                        job_id=s.job_id, chunk=index, frames=frames, total=chunk.frames, fps=fps)
 

@@ -3,6 +3,7 @@ service on its private cluster, and what every follower reads at the end."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -59,12 +60,26 @@ def drive(service: JobService, key: str, *, local_jobs: set[str], watch: Callabl
             on_failure(event)
 
 
+def settle(service: JobService, job_ids: Sequence[str], *, timeout: float = 3.0) -> None:
+    """Wait (briefly) until the tasks of ended jobs have written their own rows: a job's end is
+    announced from inside its last task, whose row the worker writes just after. A private
+    cluster is stopped only then, so `jobs show` never lists a task as still running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [service.find(j) for j in job_ids]
+        if all(r is None or all(t.state not in {"STARTED", "RETRY"} for t in r.tasks)
+               for r in records):
+            return
+        time.sleep(0.05)
+
+
 def run_job(service: JobService, spec: JobSpec, *, watch: Callable[[], None],
             on_event: EventFn) -> JobResult:
     """Submit one job and follow it to its end."""
     service.submit(spec)
     drive(service, spec.job_id, local_jobs={spec.job_id} if spec.local else set(), watch=watch,
           on_event=on_event)
+    settle(service, [spec.job_id])
     return result_of(service, spec.job_id)
 
 
@@ -89,4 +104,5 @@ def run_batch(service: JobService, batch_id: str, specs: Sequence[JobSpec], *,
     if specs:
         drive(service, batch_id, local_jobs={s.job_id for s in specs if s.local}, watch=watch,
               on_event=on_event, on_failure=stop_others)
+        settle(service, [s.job_id for s in specs])
     return {s.job_id: result_of(service, s.job_id) for s in specs}

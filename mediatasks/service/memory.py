@@ -1,0 +1,112 @@
+"""In-memory storage, dispatch and bus for the job service: for tests and for trying the service
+without servers (like httpx's mock transport or dramatiq's stub broker)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from mediatasks.models import JobSpec
+from mediatasks.service.records import Event, JobRecord
+
+_FIELDS = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused", "error", "started_at",
+           "finished_at", "settings", "note", "output", "result_id"}
+
+
+class MemoryStore:
+    """A JobStore in a dict; transitions are compare-and-set under a lock, as the SQL one is."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.log: list[Event] = []
+        self._lock = threading.Lock()
+
+    def _record(self, row: dict[str, Any]) -> JobRecord:
+        import json
+
+        settings = row["settings"]
+        return JobRecord(**{**row, "settings": json.loads(settings) if isinstance(settings, str)
+                            else settings})
+
+    def create_job(self, spec: JobSpec, *, status: str, event: str,
+                   data: dict[str, Any]) -> Event | None:
+        with self._lock:
+            if spec.job_id in self.jobs:
+                return None
+            size_in = os.path.getsize(spec.input) if os.path.exists(spec.input) else None
+            self.jobs[spec.job_id] = {
+                "job_id": spec.job_id, "status": status, "input": spec.input,
+                "output": spec.output, "settings": spec.model_dump_json(), "error": None,
+                "result_id": None, "batch_id": spec.batch_id, "created_at": datetime.now(UTC),
+                "started_at": None, "finished_at": None, "chunks": None, "frames_in": None,
+                "frames_out": None, "size_in": size_in, "size_out": None, "chunks_reused": None,
+                "note": None}
+            return self._append(spec.job_id, event, data)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self.jobs.get(job_id)
+        return self._record(row) if row is not None else None
+
+    def list_jobs(self, *, statuses: Iterable[str] | None = None,
+                  limit: int = 100) -> list[JobRecord]:
+        wanted = set(statuses) if statuses is not None else None
+        rows = [r for r in reversed(self.jobs.values()) if wanted is None or r["status"] in wanted]
+        return [self._record(r) for r in rows[:limit]]
+
+    def jobs_in_batch(self, batch_id: str) -> list[JobRecord]:
+        return [self._record(r) for r in self.jobs.values() if r["batch_id"] == batch_id]
+
+    def transition(self, job_id: str, *, current: str, new: str, event: str,
+                   data: dict[str, Any], fields: dict[str, Any]) -> Event | None:
+        with self._lock:
+            row = self.jobs[job_id]
+            if row["status"] != current:
+                return None
+            row.update({k: v for k, v in fields.items() if k in _FIELDS}, status=new)
+            return self._append(job_id, event, data)
+
+    def append_event(self, job_id: str, event: str, data: dict[str, Any],
+                     fields: dict[str, Any] | None = None) -> Event:
+        with self._lock:
+            self.jobs[job_id].update({k: v for k, v in (fields or {}).items()
+                                      if k in {"chunks", "frames_in"}})
+            return self._append(job_id, event, data)
+
+    def _append(self, job_id: str, kind: str, data: dict[str, Any]) -> Event:
+        event = Event(seq=len(self.log) + 1, job_id=job_id, batch_id=self.jobs[job_id]["batch_id"],
+                      type=kind, at=datetime.now(UTC), data=data)
+        self.log.append(event)
+        return event
+
+    def events(self, key: str, *, after: int = 0, limit: int = 10000) -> list[Event]:
+        return [e for e in self.log if (e.job_id == key or e.batch_id == key) and e.seq > after
+                ][:limit]
+
+
+class MemoryDispatcher:
+    """Records what would have been sent to the workers."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def analyse(self, spec: JobSpec) -> None:
+        self.sent.append(("analyse", spec.job_id, {"attempt": spec.attempt}))
+
+    def encode(self, spec: JobSpec, *, chunks: int, queue: str) -> None:
+        self.sent.append(("encode", spec.job_id, {"chunks": chunks, "queue": queue}))
+
+    def discard(self, spec: JobSpec) -> None:
+        self.sent.append(("discard", spec.job_id, {}))
+
+
+class MemoryKeyValue(dict[str, Any]):
+    """The result backend's get/set/mget over a dict."""
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def mget(self, keys: list[str]) -> list[Any]:
+        return [self.get(k) for k in keys]
