@@ -220,3 +220,14 @@ def test_the_two_phases_are_canvases_built_from_the_spec_without_a_broker() -> N
     remux = spec().model_copy(update={"options": EncodeOptions(video_codec="copy")})
     assert [t.task for t in encode_workflow(app, remux, chunks=3, queue="cpu").tasks[0].tasks] == [
         "mediatasks.encode_audio"]
+
+
+def test_the_layering_contracts_hold() -> None:
+    from pathlib import Path
+
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.skip("import-linter is not installed: run 'make test', which installs it")
+    done = subprocess.run([str(lint)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stdout[-3000:]
