@@ -198,6 +198,14 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
                           timeout=300, stdin=subprocess.DEVNULL)
 
 
+def the_error(stderr: str) -> str:
+    """A job that failed while it ran may have printed its steps first (no TTY: a line per
+    step); its error is the last line, and the only error line."""
+    lines = stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("mediatasks:")] == lines[-1:], lines
+    return lines[-1]
+
+
 def test_a_full_output_disk_fails_clearly_and_leaves_no_partial_file(
         tiny_fs: Path, tmp_path: Path) -> None:
     src = make_source(tmp_path / "src.mkv", seconds=4, size="320x180", noise=True)
@@ -207,8 +215,8 @@ def test_a_full_output_disk_fails_clearly_and_leaves_no_partial_file(
     done = run_cli("run", str(src), "-o", str(out), "--video-codec", "ffv1", "--chunk-seconds",
                    "2", env=env)
     assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no space left" in lines[0] and "out.mkv" in lines[0], lines
+    error = the_error(done.stderr)
+    assert "no space left" in error and "out.mkv" in error, error
     assert list(tiny_fs.iterdir()) == []
     assert sha256(src) == before
 
@@ -223,9 +231,8 @@ def test_a_full_work_directory_fails_clearly_and_removes_partial_chunks(
     done = run_cli("run", str(src), "-o", str(out), "--video-codec", "ffv1", "--chunk-seconds",
                    "2", env=env)
     assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no space left" in lines[0], lines
-    assert "src.mkv" in lines[0]
+    error = the_error(done.stderr)
+    assert "no space left" in error and "src.mkv" in error, error
     assert not out.exists()
     # Only what a re-run reuses stays: verified chunks with their fingerprints, the plan, the lock.
     left = [p for p in tiny_fs.rglob("*") if p.is_file()]
