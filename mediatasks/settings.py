@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     retry_backoff: int = Field(default=10, ge=1)
     retry_backoff_max: int = Field(default=600, ge=1)
     result_expires: int = Field(default=3 * 24 * 3600, ge=60)
+    # A job with no task alive anywhere and no event for this long is stalled (and sent again
+    # up to stall_retries times): a broker that lost its messages never leaves a job hanging.
+    stall_after: float = Field(default=900.0, gt=0)
+    stall_retries: int = Field(default=1, ge=0)
+    # Work folders of ended jobs, the library trash and old progress events expire after this.
+    gc_after_days: float = Field(default=7.0, gt=0)
+    # How often each worker looks for stalled jobs and expired files (0: never; `mediatasks gc`).
+    upkeep_interval: float = Field(default=300.0, ge=0)
 
     @field_validator("work_dir", mode="before")
     @classmethod

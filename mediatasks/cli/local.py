@@ -68,7 +68,13 @@ def run(
         batch_command("run", sources, policy, output_dir=output_dir, on_error=on_error,
                       workers=workers, as_json=as_json, chunk_seconds=chunk_seconds, hold=hold)
         return
-    from mediatasks.cluster.local import LocalCluster, adopt_abandoned_chunks, default_workers, run_lock
+    from mediatasks.cluster.local import (
+        LocalCluster,
+        abandoned_runs,
+        adopt_abandoned_chunks,
+        default_workers,
+        run_lock,
+    )
     from mediatasks.profiles import is_hardware
     from mediatasks.service.prepare import check_paths, make_options, new_job_id, prepare_job
     from mediatasks.service.runs import run_job
@@ -108,6 +114,11 @@ def run(
                 failed = True
                 try:
                     with run_lock(job_dir):
+                        for old in abandoned_runs(cluster.work_dir):
+                            record = service.find(old)
+                            if record is not None and not record.ended:
+                                service.failed(old, "the mediatasks run that ran it stopped "
+                                                    f"before it ended (run again as {job_id})")
                         adopted = adopt_abandoned_chunks(cluster.work_dir, jp.spec)
                         if adopted and show:
                             err.print(f"resuming: {adopted} verified chunk(s) from an earlier run "

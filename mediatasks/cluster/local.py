@@ -157,6 +157,13 @@ def _abandoned(job_dir: Path) -> bool:
     return True
 
 
+def abandoned_runs(work_dir: Path) -> list[str]:
+    """The job ids of `mediatasks run`s that died: their directory's lock is held by nobody."""
+    if not work_dir.is_dir():
+        return []
+    return sorted(d.name for d in work_dir.iterdir() if d.is_dir() and _abandoned(d))
+
+
 def adopt_abandoned_chunks(work_dir: Path, spec: JobSpec) -> int:
     """Move the verified chunks of dead runs of the same job (source, output, options) into
     ``spec``'s job directory, remove those directories, and return how many chunks came over."""
