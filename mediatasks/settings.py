@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Job history: SQLite in the user's state directory when unset; postgresql://… at scale.
     database_url: str | None = None
     work_dir: Path = Field(default_factory=_default_work_dir)
+    # Where jobs may read and write (folders separated by ':'): every path of a job must lie under
+    # one, after symlinks are resolved. A cluster worker refuses to start without it.
+    roots: str = ""
 
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
@@ -58,6 +61,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return Path(os.path.expanduser(value))
         return value
+
+    @property
+    def root_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(os.path.expanduser(p)) for p in self.roots.split(":") if p.strip())
 
     @property
     def backend_url(self) -> str:

@@ -84,12 +84,13 @@ def run(
     source, output = one_source(sources, output)
     settings = get_settings()
     opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
-    check_paths(source, output, overwrite=overwrite)
+    src = check_paths(source, output, overwrite=overwrite)
     job_id = new_job_id()
     # The job directory is kept in the work directory (not the private temp one), so that a run
     # killed with its machine leaves its verified chunks for the next run of the same job.
     cluster = LocalCluster(settings, workers=workers or default_workers(),
-                           work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec))
+                           work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec),
+                           roots=(src.resolve().parent, output.resolve().parent))
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     jp = None

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
+from pydantic import ValidationError
 
 from mediatasks.cluster.app import app
 from mediatasks.cluster.failures import describe
@@ -23,6 +24,7 @@ from mediatasks.errors import (
     MediatasksError,
     PermanentError,
     TransientError,
+    UntrustedMessage,
 )
 from mediatasks.jobstate import JobState
 from mediatasks.models import (
@@ -35,7 +37,7 @@ from mediatasks.models import (
     StepResult,
 )
 from mediatasks.profiles import is_hardware
-from mediatasks.service import JobService
+from mediatasks.service import JobService, trust
 from mediatasks.settings import get_settings
 from mediatasks.steps import audio as audio_step
 from mediatasks.steps import concat as concat_step
@@ -90,6 +92,7 @@ class JobTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         spec = kwargs.get("spec")
         spec = spec if isinstance(spec, dict) else {}
+        _trust(self, spec)
         job_id = str(spec["job_id"]) if spec.get("job_id") else None
         state = job_state(job_id) if job_id else None
         step = self.name.removeprefix("mediatasks.")
@@ -138,6 +141,17 @@ class JobTask(Task):  # type: ignore[misc]
         if job_id:
             with contextlib.suppress(Exception):  # the backend may be the thing that failed
                 job_state(job_id).record_error(describe(exc, self.name))
+
+
+def _trust(task: Task, spec: dict[str, Any]) -> None:
+    """Check the message before anything else: a job spec whose ids are ids and whose paths lie
+    under MEDIATASKS_ROOTS. Anything else is rejected (not retried) and logged."""
+    try:
+        trust.check_spec(JobSpec.model_validate(spec), get_settings().root_paths)
+    except (UntrustedMessage, ValidationError) as exc:
+        reason = " ".join(str(exc).split())[:500]
+        log.error("%s[%s]: message rejected: %s", task.name, task.request.id, reason)
+        raise Reject(reason, requeue=False) from None
 
 
 def _spec(spec: dict[str, Any]) -> JobSpec:
@@ -306,10 +320,15 @@ def cleanup(self: Task, *args: Any, job_id: str, attempt: int = 0, remove: bool 
     """Errback of every job: a cancelled (or rejected: ``remove``) job's files all go; a failed
     job keeps only its verified chunks, for `mediatasks retry` to reuse. The cleanup of an
     attempt that has since been retried leaves the new attempt's files alone."""
+    try:
+        folder = trust.job_folder(get_settings().work_dir, job_id)
+    except UntrustedMessage as exc:
+        log.error("mediatasks.cleanup[%s]: message rejected: %s", self.request.id, exc)
+        raise Reject(str(exc), requeue=False) from None
     state = job_state(job_id)
     if attempt < state.attempt():
         return
     if remove or state.cancelled():
-        shutil.rmtree(job_dir(job_id), ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     else:
-        encode_step.remove_all_but_verified_chunks(job_dir(job_id))
+        encode_step.remove_all_but_verified_chunks(folder)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import Any
 
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, celeryd_init
 
 from mediatasks.errors import HardwareUnavailable
 
@@ -20,6 +21,18 @@ log = logging.getLogger(__name__)
 # encoder -> None (works) or the reason it does not; empty until a survey ran in this worker.
 SURVEY: dict[str, str | None] = {}
 HOSTNAME: list[str] = []
+
+
+@celeryd_init.connect
+def _require_roots(**_: Any) -> None:
+    """A worker that would believe any path refuses to start."""
+    from mediatasks.settings import get_settings
+
+    if not get_settings().root_paths:
+        print("mediatasks worker: error: MEDIATASKS_ROOTS is not set (set it to the folders "
+              "jobs may read and write, separated by ':', e.g. MEDIATASKS_ROOTS=/media/in:"
+              "/media/out)", file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 @celeryd_after_setup.connect

@@ -16,6 +16,7 @@ from typing import Any
 
 from mediatasks.errors import BrokerUnavailable, InvalidOptions, MediatasksError
 from mediatasks.models import JobResult, JobSpec
+from mediatasks.service import trust
 from mediatasks.service.lifecycle import (
     ACTIVE,
     LABELS,
@@ -45,6 +46,8 @@ class JobService(JobReader):
         Raises:
             BrokerUnavailable: the job could not be sent (it is recorded as failed).
         """
+        if self.roots:
+            trust.check_spec(spec, self.roots)
         self._check_output_free(spec)
         event = self.store.create_job(spec, status="queued", event="job.queued", data={
             "input": spec.input, "output": spec.output, "hold": spec.hold,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from mediatasks.errors import InvalidOptions
 from mediatasks.jobstate import JobState
@@ -24,12 +25,13 @@ class JobReader:
 
     def __init__(self, store: JobStore, *, kv: KeyValue | None = None,
                  dispatcher: Dispatcher | None = None, bus: EventBus | None = None,
-                 where: str = "the job history"):
+                 where: str = "the job history", roots: tuple[Path, ...] = ()):
         self.store = store
         self.kv = kv
         self.dispatcher = dispatcher
         self.bus = bus
         self.where = where
+        self.roots = roots  # where jobs may read and write; () leaves it to the workers
         self._last_progress: dict[tuple[str, int], float] = {}
 
     # -- reads --------------------------------------------------------------------------------
