@@ -97,3 +97,33 @@ def test_attacks_through_the_broker_are_rejected_and_touch_nothing(
     finally:
         (victim / "precious").unlink(missing_ok=True)
         victim.rmdir()
+
+
+def test_an_encoder_takes_its_own_options_and_general_ones_but_none_that_name_a_file() -> None:
+    from mediatasks.encoder_options import check_video_opts, private_options
+    from mediatasks.errors import InvalidOptions
+
+    x264 = private_options("libx264")
+    assert {"preset", "tune", "x264-params", "passlogfile"} <= x264
+    check_video_opts("libx264", (("tune", "film"), ("g", "50"), ("x264-params", "ref=3:bframes=2")),
+                     x264)
+    for pairs, words in (
+        ((("vstats_file", "/any/path"),), "not an option of encoder libx264"),
+        ((("passlogfile", "/tmp/x"),), "read or write files"),
+        ((("stats", "/tmp/x"),), "read or write files"),
+        ((("x264-params", "ref=3:stats=/tmp/s"),), "'stats' reads or writes a file"),
+        ((("x264-params", "zones=0,10,q=1:dump-yuv=x"),), "'dump-yuv' reads or writes"),
+    ):
+        with pytest.raises(InvalidOptions, match=words):
+            check_video_opts("libx264", pairs, x264)
+
+
+def test_the_cli_refuses_a_file_writing_encoder_option_before_anything_runs(
+        clips: dict[str, Path], tmp_path: Path) -> None:
+    cli = str(Path(sys.executable).with_name("mediatasks"))
+    stats = tmp_path / "stats.txt"
+    done = subprocess.run([cli, "run", str(clips["cfr"]), "-o", str(tmp_path / "o.mkv"),
+                           "--video-opt", f"vstats_file={stats}"], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "vstats_file" in done.stderr and not stats.exists()

@@ -14,11 +14,13 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from pydantic import ValidationError
 
+from mediatasks import encoder_options
 from mediatasks.cluster.app import app
 from mediatasks.cluster.failures import describe
 from mediatasks.cluster.workers import check_encoder_here
 from mediatasks.errors import (
     HardwareUnavailable,
+    InvalidOptions,
     JobCancelled,
     JobFailed,
     MediatasksError,
@@ -147,8 +149,11 @@ def _trust(task: Task, spec: dict[str, Any]) -> None:
     """Check the message before anything else: a job spec whose ids are ids and whose paths lie
     under MEDIATASKS_ROOTS. Anything else is rejected (not retried) and logged."""
     try:
-        trust.check_spec(JobSpec.model_validate(spec), get_settings().root_paths)
-    except (UntrustedMessage, ValidationError) as exc:
+        checked = JobSpec.model_validate(spec)
+        trust.check_spec(checked, get_settings().root_paths)
+        encoder_options.check_options(checked.options.video_codec, checked.options.video_opts,
+                                      ffmpeg=get_settings().ffmpeg)
+    except (UntrustedMessage, InvalidOptions, ValidationError) as exc:
         reason = " ".join(str(exc).split())[:500]
         log.error("%s[%s]: message rejected: %s", task.name, task.request.id, reason)
         raise Reject(reason, requeue=False) from None
