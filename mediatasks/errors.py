@@ -12,7 +12,8 @@ the job at once with its message, which always names the file (or option) and th
         ├── InvalidMedia            the source cannot be used as it is
         │   ├── SourceNotFound
         │   ├── NoVideoStream
-        │   └── UndecodableMedia    ffprobe/ffmpeg cannot read it
+        │   ├── UndecodableMedia    ffprobe/ffmpeg cannot read it
+        │   └── SourceChanged       the source was replaced, modified or deleted during the job
         ├── InvalidOptions          what the user asked for cannot be done
         │   ├── UnknownEncoder
         │   ├── OutputExists
@@ -94,6 +95,10 @@ class NoVideoStream(InvalidMedia):
 
 class UndecodableMedia(InvalidMedia):
     """ffprobe or ffmpeg cannot read the source."""
+
+
+class SourceChanged(InvalidMedia):
+    """The source is not the file the job probed: replaced, modified or deleted since."""
 
 
 class InvalidOptions(PermanentError):

@@ -14,7 +14,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from pydantic import ValidationError
 
-from mediatasks import encoder_options
+from mediatasks import encoder_options, fingerprint
 from mediatasks.cluster.app import app
 from mediatasks.cluster.failures import describe
 from mediatasks.cluster.workers import check_encoder_here
@@ -175,6 +175,9 @@ def _plan(spec: JobSpec) -> JobPlan:
 @app.task(base=JobTask, bind=True, name="mediatasks.probe")
 def probe(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
     s = _spec(spec)
+    # The file probed is the file every later step must find (checked before each chunk and
+    # before publishing).
+    fingerprint.save(fingerprint.take(s.input), job_dir(s.job_id))
     return probe_step.probe(s.input, ffprobe=_settings.ffprobe).model_dump(mode="json")
 
 
@@ -207,6 +210,7 @@ def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -
 def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str, Any]:
     s = _spec(spec)
     jp = _plan(s)
+    fingerprint.check(s.input, job_dir(s.job_id))
     chunk = jp.chunks[index]
     state = job_state(s.job_id)
     if is_hardware(s.options.video_codec):
@@ -248,7 +252,9 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
 @app.task(base=JobTask, bind=True, name="mediatasks.encode_audio")
 def encode_audio(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
     s = _spec(spec)
-    result = audio_step.encode_audio(_plan(s), job_dir(s.job_id), ffmpeg=_settings.ffmpeg)
+    jp = _plan(s)
+    fingerprint.check(s.input, job_dir(s.job_id))
+    result = audio_step.encode_audio(jp, job_dir(s.job_id), ffmpeg=_settings.ffmpeg)
     return {"audio": result.model_dump(mode="json")}
 
 
@@ -297,6 +303,7 @@ def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dic
     done = state.published()
     if done is None:  # else a redelivery: the output is already in place
         jp = _plan(s)
+        fingerprint.check(s.input, job_dir(s.job_id))
         result = JobResult(job_id=s.job_id, status="succeeded", output=s.output, input=s.input,
                            source_now=s.input, frames_in=prev["frames_in"],
                            frames_out=prev["frames_out"], chunks=len(jp.chunks),
