@@ -32,7 +32,7 @@ def test_a_fingerprint_sees_a_replaced_a_modified_and_a_deleted_source(tmp_path:
     fingerprint.check(src, job)  # unchanged
     other = clip(tmp_path / "b.mkv", 2, "smptebars")
     os.replace(other, src)
-    with pytest.raises(SourceChanged, match="changed while the job ran .*replaced"):
+    with pytest.raises(SourceChanged, match=r"changed while the job ran .*replaced"):
         fingerprint.check(src, job)
     fingerprint.save(fingerprint.take(src), job)
     with open(src, "r+b") as f:  # same size, same inode: a block in the middle rewritten
@@ -66,7 +66,7 @@ def test_a_source_that_changes_during_the_job_fails_it_and_nothing_is_published(
 
     changer = threading.Thread(target=change_after_first_chunk)
     changer.start()
-    with pytest.raises(MediatasksError, match="source (changed|was deleted) while the job ran"):
+    with pytest.raises(MediatasksError, match=r"source (changed|was deleted) while the job ran"):
         run_job(cluster, spec)
     changer.join()
     assert not out.exists()
@@ -77,5 +77,5 @@ def test_a_full_disk_that_ffmpeg_exits_0_on_is_a_disk_full_error(tmp_path: Path)
     fake.write_text("#!/bin/sh\necho '[matroska @ 0x1] Error writing trailer of out.mkv: "
                     "No space left on device' >&2\nexit 0\n")
     fake.chmod(0o755)
-    with pytest.raises(DiskFull, match="No space left|no space"):
+    with pytest.raises(DiskFull, match=r"No space left|no space"):
         runner.run([str(fake), "-i", "in.mkv", str(tmp_path / "out.mkv")])
