@@ -26,6 +26,18 @@ result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
+if _s.signing:
+    # Task and control messages are signed with this worker's key and accepted only when signed by
+    # a certificate of the store (app.setup_security() in mediatasks.cluster.app registers it).
+    # Results and events stay JSON: they are read from the password-protected result backend and
+    # by Flower, and never run anything.
+    task_serializer = "auth"
+    accept_content = ["auth"]
+    result_accept_content = ["json"]
+    security_key = str(_s.signing_key)
+    security_certificate = str(_s.signing_cert)
+    security_cert_store = _s.signing_cert_store
+    security_digest = "sha256"
 
 task_queues = (Queue("cpu"), Queue("gpu"), Queue("io"))
 task_default_queue = "io"

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     retry_backoff: int = Field(default=10, ge=1)
     retry_backoff_max: int = Field(default=600, ge=1)
     result_expires: int = Field(default=3 * 24 * 3600, ge=60)
+    # Message signing (Celery's auth serializer): this process's private key and certificate, and
+    # the certificates it trusts (a directory or a glob). All three or none.
+    signing_key: Path | None = None
+    signing_cert: Path | None = None
+    signing_cert_store: str | None = None
 
     @field_validator("work_dir", mode="before")
     @classmethod
@@ -50,6 +55,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return Path(os.path.expanduser(value))
         return value
+
+    @model_validator(mode="after")
+    def _signing_complete(self) -> Settings:
+        given = [self.signing_key, self.signing_cert, self.signing_cert_store]
+        if any(given) and not all(given):
+            raise ValueError("message signing needs MEDIATASKS_SIGNING_KEY, MEDIATASKS_SIGNING_CERT "
+                             "and MEDIATASKS_SIGNING_CERT_STORE together: set all three or none")
+        return self
+
+    @property
+    def signing(self) -> bool:
+        return self.signing_key is not None
 
     @property
     def backend_url(self) -> str:
