@@ -3,7 +3,7 @@
 Why each value is what it is: docs/configuration.md.
 """
 
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from mediatasks.settings import get_settings
 
@@ -39,7 +39,17 @@ if _s.signing:
     security_cert_store = _s.signing_cert_store
     security_digest = "sha256"
 
-task_queues = (Queue("cpu"), Queue("gpu"), Queue("io"))
+task_queues: tuple[Queue, ...] = (Queue("cpu"), Queue("gpu"), Queue("io"))
+if _s.broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ: a worker's unacknowledged chunks go back to the queue as soon as its connection
+    # drops (no visibility timeout). Quorum queues are replicated and durable; Celery then turns off
+    # global QoS (worker_detect_quorum_queues) and sends countdowns (retries) through RabbitMQ's
+    # native delayed delivery, which needs each queue bound to a topic exchange.
+    task_queues = tuple(Queue(name, Exchange(name, type="topic"), routing_key=name,
+                              queue_arguments={"x-queue-type": "quorum"})
+                        for name in ("cpu", "gpu", "io"))
+    broker_transport_options = {"confirm_publish": True}
+    worker_detect_quorum_queues = True
 task_default_queue = "io"
 # Encodes are routed per signature by the encoder profile (mediatasks.profiles.queue_for).
 task_routes = {
