@@ -1,5 +1,5 @@
 """Message signing (MEDIATASKS_SIGNING_*): a real worker with Celery's auth serializer runs a task
-signed with a trusted key and refuses a plain JSON message that names the same task."""
+signed with a trusted key and refuses the same task as plain JSON or signed by a stranger."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ import sys
 from mediatasks.cluster.app import app
 result = app.send_task("mediatasks.cleanup", kwargs={"job_id": sys.argv[1], "remove": True},
                        queue="io")
-result.get(timeout=60)
+if sys.argv[2:] == ["--wait"]:
+    result.get(timeout=60)
 print(app.conf.task_serializer, result.state)
 """
 
@@ -63,6 +64,13 @@ def wait_ready(worker: runner.Service, timeout: float = 60) -> None:
     pytest.fail(f"worker did not start: {worker.log_tail()}")
 
 
+def wait_for_log(worker: runner.Service, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in worker.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.2)
+
+
 def send_unsigned(url: str, job_id: str) -> str:
     """A task message in Celery's protocol 2, as JSON, the way anyone on the broker could send it."""
     from kombu import Connection
@@ -79,7 +87,7 @@ def send_unsigned(url: str, job_id: str) -> str:
     return task_id
 
 
-def test_a_signing_worker_runs_signed_tasks_and_refuses_unsigned_ones(tmp_path: Path) -> None:
+def test_a_signing_worker_runs_trusted_tasks_and_refuses_unsigned_and_foreign_ones(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()
     key, cert = make_identity(tmp_path, "worker")
@@ -100,18 +108,25 @@ def test_a_signing_worker_runs_signed_tasks_and_refuses_unsigned_ones(tmp_path: 
         (work / signed).mkdir(parents=True)
         (work / forged).mkdir(parents=True)
 
-        done = subprocess.run([sys.executable, "-c", SEND_SIGNED, signed], env=env, cwd=tmp_path,
+        done = subprocess.run([sys.executable, "-c", SEND_SIGNED, signed, "--wait"], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=90)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["auth", "SUCCESS"]
         assert not (work / signed).exists()  # the signed cleanup ran
 
         send_unsigned(url, forged)
-        deadline = time.monotonic() + 20
-        while "untrusted content" not in worker.log_path.read_text(errors="replace"):
-            assert time.monotonic() < deadline, worker.log_tail()
-            time.sleep(0.2)
-        assert (work / forged).exists()  # the forged cleanup never ran
+        wait_for_log(worker, "untrusted content")
+
+        # Signed, but with a key whose certificate the worker does not trust.
+        intruder_key, intruder_cert = make_identity(tmp_path, "intruder")
+        intruder = dict(env, MEDIATASKS_SIGNING_KEY=str(intruder_key),
+                        MEDIATASKS_SIGNING_CERT=str(intruder_cert),
+                        MEDIATASKS_SIGNING_CERT_STORE=str(intruder_cert))
+        subprocess.run([sys.executable, "-c", SEND_SIGNED, forged],
+                       env=intruder, cwd=tmp_path, check=True, timeout=90)
+        wait_for_log(worker, "Unable to deserialize")
+
+        assert (work / forged).exists()  # neither forged cleanup ran
         assert worker.alive()
     finally:
         worker.stop(grace=10)
