@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     gc_after_days: float = Field(default=7.0, gt=0)
     # How often each worker looks for stalled jobs and expired files (0: never; `mediatasks gc`).
     upkeep_interval: float = Field(default=300.0, ge=0)
+    # Message signing (Celery's auth serializer): this process's private key and certificate, and
+    # the certificates it trusts (a directory or a glob). All three or none.
+    signing_key: Path | None = None
+    signing_cert: Path | None = None
+    signing_cert_store: str | None = None
 
     @field_validator("work_dir", mode="before")
     @classmethod
@@ -61,6 +66,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return Path(os.path.expanduser(value))
         return value
+
+    @model_validator(mode="after")
+    def _signing_complete(self) -> Settings:
+        given = [self.signing_key, self.signing_cert, self.signing_cert_store]
+        if any(given) and not all(given):
+            raise ValueError("message signing needs MEDIATASKS_SIGNING_KEY, MEDIATASKS_SIGNING_CERT "
+                             "and MEDIATASKS_SIGNING_CERT_STORE together: set all three or none")
+        return self
+
+    @property
+    def signing(self) -> bool:
+        return self.signing_key is not None
 
     @property
     def root_paths(self) -> tuple[Path, ...]:
