@@ -3,7 +3,7 @@
 Why each value is what it is: docs/configuration.md.
 """
 
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from mediatasks.settings import get_settings
 
@@ -26,8 +26,30 @@ result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
+if _s.signing:
+    # Task and control messages are signed with this worker's key and accepted only when signed by
+    # a certificate of the store (app.setup_security() in mediatasks.cluster.app registers it).
+    # Results and events stay JSON: they are read from the password-protected result backend and
+    # by Flower, and never run anything.
+    task_serializer = "auth"
+    accept_content = ["auth"]
+    result_accept_content = ["json"]
+    security_key = str(_s.signing_key)
+    security_certificate = str(_s.signing_cert)
+    security_cert_store = _s.signing_cert_store
+    security_digest = "sha256"
 
-task_queues = (Queue("cpu"), Queue("gpu"), Queue("io"))
+task_queues: tuple[Queue, ...] = (Queue("cpu"), Queue("gpu"), Queue("io"))
+if _s.broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ: a worker's unacknowledged chunks go back to the queue as soon as its connection
+    # drops (no visibility timeout). Quorum queues are replicated and durable; Celery then turns off
+    # global QoS (worker_detect_quorum_queues) and sends countdowns (retries) through RabbitMQ's
+    # native delayed delivery, which needs each queue bound to a topic exchange.
+    task_queues = tuple(Queue(name, Exchange(name, type="topic"), routing_key=name,
+                              queue_arguments={"x-queue-type": "quorum"})
+                        for name in ("cpu", "gpu", "io"))
+    broker_transport_options = {"confirm_publish": True}
+    worker_detect_quorum_queues = True
 task_default_queue = "io"
 # Encodes are routed per signature by the encoder profile (mediatasks.profiles.queue_for).
 task_routes = {

@@ -69,6 +69,11 @@ def _interesting(lines: Sequence[str]) -> list[str]:
     return keep
 
 
+def out_of_space(stderr_tail: Sequence[str]) -> bool:
+    """Whether a command said it ran out of space (ffmpeg may still exit 0)."""
+    return any("No space left on device" in line for line in stderr_tail)
+
+
 def failure_for(
     argv: Sequence[str],
     returncode: int,

@@ -12,7 +12,8 @@ the job at once with its message, which always names the file (or option) and th
         ├── InvalidMedia            the source cannot be used as it is
         │   ├── SourceNotFound
         │   ├── NoVideoStream
-        │   └── UndecodableMedia    ffprobe/ffmpeg cannot read it
+        │   ├── UndecodableMedia    ffprobe/ffmpeg cannot read it
+        │   └── SourceChanged       the source was replaced, modified or deleted during the job
         ├── InvalidOptions          what the user asked for cannot be done
         │   ├── UnknownEncoder
         │   ├── OutputExists
@@ -24,6 +25,8 @@ the job at once with its message, which always names the file (or option) and th
         ├── FrameCountMismatch      a chunk or the output does not hold the planned frames
         ├── VerificationFailed      the muxed output does not match the source
         ├── JobFailed               the job as a whole failed (carries the first task's error)
+        ├── UntrustedMessage        a task message names something it may not (a path outside
+        │                           MEDIATASKS_ROOTS, an id that is no id): rejected, not retried
         └── UndoRefused             undo would lose a file changed since the job wrote or moved it
     JobCancelled                    the user stopped the job (never retried; exit 130)
 """
@@ -94,6 +97,10 @@ class UndecodableMedia(InvalidMedia):
     """ffprobe or ffmpeg cannot read the source."""
 
 
+class SourceChanged(InvalidMedia):
+    """The source is not the file the job probed: replaced, modified or deleted since."""
+
+
 class InvalidOptions(PermanentError):
     """The options given cannot be used."""
 
@@ -140,6 +147,10 @@ class VerificationFailed(PermanentError):
 
 class JobFailed(PermanentError):
     """The job failed; the message is the first failing task's error."""
+
+
+class UntrustedMessage(PermanentError):
+    """A job or task message asks for something no caller may: rejected, never retried."""
 
 
 class UndoRefused(PermanentError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from mediatasks.diagnose import failure_for
+from mediatasks.diagnose import failure_for, out_of_space
 from mediatasks.errors import JobCancelled, MediatasksError, ToolNotFound
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,10 @@ def run(
     if check and (proc.returncode != 0 or reason):
         raise failure_for(done.argv, done.returncode, done.stderr_tail, subject=subject,
                           reason=reason)
+    if check and proc.returncode == 0 and out_of_space(done.stderr_tail):
+        # ffmpeg 5.1 exits 0 after "Error writing trailer ... No space left on device": the
+        # file it wrote is cut short. A full disk is transient: classified (and retried) as such.
+        raise failure_for(done.argv, 1, done.stderr_tail, subject=subject)
     return done
 
 

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Job history: SQLite in the user's state directory when unset; postgresql://… at scale.
     database_url: str | None = None
     work_dir: Path = Field(default_factory=_default_work_dir)
+    # Where jobs may read and write (folders separated by ':'): every path of a job must lie under
+    # one, after symlinks are resolved. A cluster worker refuses to start without it.
+    roots: str = ""
 
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
@@ -43,6 +46,19 @@ class Settings(BaseSettings):
     retry_backoff: int = Field(default=10, ge=1)
     retry_backoff_max: int = Field(default=600, ge=1)
     result_expires: int = Field(default=3 * 24 * 3600, ge=60)
+    # A job with no task alive anywhere and no event for this long is stalled (and sent again
+    # up to stall_retries times): a broker that lost its messages never leaves a job hanging.
+    stall_after: float = Field(default=900.0, gt=0)
+    stall_retries: int = Field(default=1, ge=0)
+    # Work folders of ended jobs, the library trash and old progress events expire after this.
+    gc_after_days: float = Field(default=7.0, gt=0)
+    # How often each worker looks for stalled jobs and expired files (0: never; `mediatasks gc`).
+    upkeep_interval: float = Field(default=300.0, ge=0)
+    # Message signing (Celery's auth serializer): this process's private key and certificate, and
+    # the certificates it trusts (a directory or a glob). All three or none.
+    signing_key: Path | None = None
+    signing_cert: Path | None = None
+    signing_cert_store: str | None = None
 
     @field_validator("work_dir", mode="before")
     @classmethod
@@ -50,6 +66,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return Path(os.path.expanduser(value))
         return value
+
+    @model_validator(mode="after")
+    def _signing_complete(self) -> Settings:
+        given = [self.signing_key, self.signing_cert, self.signing_cert_store]
+        if any(given) and not all(given):
+            raise ValueError("message signing needs MEDIATASKS_SIGNING_KEY, MEDIATASKS_SIGNING_CERT "
+                             "and MEDIATASKS_SIGNING_CERT_STORE together: set all three or none")
+        return self
+
+    @property
+    def signing(self) -> bool:
+        return self.signing_key is not None
+
+    @property
+    def root_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(os.path.expanduser(p)) for p in self.roots.split(":") if p.strip())
 
     @property
     def backend_url(self) -> str:

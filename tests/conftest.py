@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from mediatasks.models import EncodeOptions, JobSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MEDIATASKS_CORPUS", ROOT.parent / "shared" / "corpus"))
+# The folders the tests' workers may read and write: temp dirs and the corpus.
+os.environ["MEDIATASKS_ROOTS"] = f"{tempfile.gettempdir()}:{CORPUS.resolve()}"
 
 
 def ffmpeg(*args: str) -> None:

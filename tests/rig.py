@@ -68,7 +68,10 @@ class Rig:
                         MEDIATASKS_RESULT_BACKEND=self.url, MEDIATASKS_WORK_DIR=str(self.work_dir),
                         MEDIATASKS_DATABASE_URL=f"sqlite:///{root / 'history.sqlite'}",
                         MEDIATASKS_HARDWARE_SURVEY="false", MEDIATASKS_RETRY_BACKOFF="1",
-                        MEDIATASKS_VISIBILITY_TIMEOUT=str(visibility_timeout), **env)
+                        MEDIATASKS_VISIBILITY_TIMEOUT=str(visibility_timeout),
+                        # The rig's jobs read and write under its root (scripts use it too).
+                        MEDIATASKS_ROOTS=os.environ.get("MEDIATASKS_ROOTS") or str(root.resolve()),
+                        **env)
         self.redis: runner.Service | None = None
         self.workers: dict[str, runner.Service] = {}
         self.restarts = 0  # workers the supervisor started again after they exited

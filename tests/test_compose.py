@@ -3,12 +3,18 @@ services are there, and every command is one the real CLIs accept."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,21 +32,103 @@ def accepted(argv: list[str]) -> subprocess.CompletedProcess[str]:
                           timeout=60, cwd=ROOT)
 
 
-def test_the_services_are_redis_two_workers_flower_and_an_optional_postgres() -> None:
+def test_the_services_are_redis_two_workers_flower_and_optional_postgres_and_rabbitmq() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "worker-cpu", "worker-gpu", "flower", "postgres"}
+    assert set(services) == {"redis", "worker-cpu", "worker-gpu", "flower", "postgres", "rabbitmq"}
     assert services["postgres"]["profiles"] == ["postgres"]
+    assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
     assert "redis:/data" in services["redis"]["volumes"]
     assert "--appendonly" in services["redis"]["command"]
 
 
-def test_workers_share_the_work_volume_and_one_broker() -> None:
+def test_a_plain_compose_up_needs_no_nvidia_gpu() -> None:
+    services = compose()["services"]
+    assert services["worker-gpu"]["profiles"] == ["gpu"]
+    without_profile = [name for name, s in services.items() if not s.get("profiles")]
+    assert sorted(without_profile) == ["flower", "redis", "worker-cpu"]
+    for name in without_profile:
+        assert "deploy" not in services[name], name
+
+
+def test_nothing_has_a_working_default_password() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "${REDIS_PASSWORD:?" in text and "${FLOWER_BASIC_AUTH:?" in text
+    for doc in ("docker-compose.yml", "docs/operations.md", "README.md"):
+        body = (ROOT / doc).read_text()
+        assert "admin:secret" not in body and "guest:guest" not in body, doc
+        assert "change-me" not in body, doc
+
+
+def test_workers_share_the_work_volume_and_one_broker_with_credentials() -> None:
     services = compose()["services"]
     for name in ("worker-cpu", "worker-gpu", "flower"):
         s = services[name]
+        env = s["environment"]
         assert "work:/work" in s["volumes"]
-        assert s["environment"]["MEDIATASKS_WORK_DIR"] == "/work"
-        assert s["environment"]["MEDIATASKS_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["MEDIATASKS_WORK_DIR"] == "/work"
+        assert env["MEDIATASKS_BROKER_URL"] == (
+            "${MEDIATASKS_BROKER_URL:-redis://mediatasks:${REDIS_PASSWORD}@redis:6379/0}")
+        assert env["MEDIATASKS_RESULT_BACKEND"] == "redis://mediatasks:${REDIS_PASSWORD}@redis:6379/1"
+
+
+def test_services_wait_for_a_healthy_broker_and_workers_outlast_their_soft_shutdown() -> None:
+    services = compose()["services"]
+    for name in ("worker-cpu", "worker-gpu", "flower"):
+        depends = services[name]["depends_on"]
+        assert depends["redis"] == {"condition": "service_healthy"}, name
+        assert depends["rabbitmq"] == {"condition": "service_healthy", "required": False}, name
+    soft = int(re.search(r"^worker_soft_shutdown_timeout = (\d+)$",
+                         (ROOT / "celeryconfig.py").read_text(), re.M)[1])  # type: ignore[index]
+    for name in ("worker-cpu", "worker-gpu"):
+        grace = services[name]["stop_grace_period"]
+        assert grace.endswith("s") and int(grace[:-1]) > soft + 15, name
+    for name, s in services.items():
+        assert s["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
+
+
+def test_worker_health_checks_ping_their_own_worker_with_real_celery_options() -> None:
+    services = compose()["services"]
+    for name, node in (("worker-cpu", "cpu"), ("worker-gpu", "gpu")):
+        check = services[name]["healthcheck"]["test"]
+        argv = shlex.split(check[1].replace("$$", "$"))
+        assert argv[:5] == ["celery", "-A", "mediatasks", "inspect", "ping"]
+        assert argv[argv.index("-d") + 1] == f"{node}@$HOSTNAME"
+        assert f"-n {node}@%h" in " ".join(services[name]["command"])
+        done = accepted(argv)
+        assert done.returncode == 0, done.stderr
+
+
+def test_the_redis_command_and_health_check_work_with_the_password_only(tmp_path: Path) -> None:
+    """The compose redis command, run here on a free port: the ACL user and its password work,
+    a client without them is refused, and the health check answers."""
+    import redis
+
+    password = os.urandom(12).hex()
+    redis_service = compose()["services"]["redis"]
+    argv = [re.sub(r"\$\{REDIS_PASSWORD(:\?[^}]*)?\}", password, a) for a in redis_service["command"]]
+    port = free_port()
+    proc = subprocess.Popen([*argv, "--port", str(port), "--bind", "127.0.0.1", "--dir",
+                             str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"redis://mediatasks:{password}@127.0.0.1:{port}/0"
+        with redis.Redis.from_url(url) as client:
+            for _ in range(100):
+                try:
+                    assert client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+        with redis.Redis(port=port) as anonymous, pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        check = redis_service["healthcheck"]["test"]
+        assert check[0] == "CMD-SHELL"
+        shell = check[1].replace("$$", "$").replace("redis-cli ", f"redis-cli -p {port} ", 1)
+        ok = subprocess.run(["sh", "-c", shell], env={**os.environ, "REDIS_PASSWORD": password})
+        wrong = subprocess.run(["sh", "-c", shell], env={**os.environ, "REDIS_PASSWORD": "x"})
+        assert (ok.returncode, wrong.returncode != 0) == (0, True), shell
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def test_worker_commands_are_accepted_by_the_real_clis() -> None:
@@ -59,8 +147,11 @@ def test_worker_commands_are_accepted_by_the_real_clis() -> None:
     assert devices[0]["driver"] == "nvidia"
 
 
-def test_flower_needs_basic_auth_and_keeps_its_state() -> None:
-    cmd = compose()["services"]["flower"]["command"]
+def test_flower_needs_basic_auth_keeps_its_state_and_is_published_on_loopback_only() -> None:
+    service = compose()["services"]["flower"]
+    assert service["ports"] == ["127.0.0.1:5555:5555"]
+    assert "/healthcheck" in " ".join(service["healthcheck"]["test"])
+    cmd = service["command"]
     assert cmd[:4] == ["celery", "-A", "mediatasks", "flower"]
     auth = next(a for a in cmd if a.startswith("--basic-auth="))
     assert ":?" in auth  # compose refuses to start it without FLOWER_BASIC_AUTH
@@ -73,7 +164,26 @@ def test_flower_needs_basic_auth_and_keeps_its_state() -> None:
         assert arg.split("=", 1)[0].lstrip("-").replace("_", "-") in known, arg
 
 
+def test_the_rabbitmq_profile_mounts_a_consumer_timeout_longer_than_any_task() -> None:
+    from mediatasks.settings import Settings
+
+    rabbit = compose()["services"]["rabbitmq"]
+    conf = next(v for v in rabbit["volumes"] if v.startswith("./deploy/rabbitmq.conf:"))
+    assert conf.split(":")[1].startswith("/etc/rabbitmq/conf.d/")
+    text = (ROOT / "deploy" / "rabbitmq.conf").read_text()
+    timeout_ms = int(re.search(r"^consumer_timeout = (\d+)$", text, re.M)[1])  # type: ignore[index]
+    assert timeout_ms > Settings().task_time_limit * 1000
+    assert rabbit["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    assert "RABBITMQ_DEFAULT_PASS" in " ".join(rabbit["entrypoint"])  # refuses an empty one
+
+
 def test_the_image_installs_ffmpeg_and_the_package() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "apt-get install" in text and "ffmpeg" in text
     assert "pip install" in text and "COPY mediatasks" in text and "celeryconfig.py" in text
+
+
+def test_workers_are_told_the_only_folders_jobs_may_touch() -> None:
+    services = compose()["services"]
+    for name in ("worker-cpu", "worker-gpu"):
+        assert services[name]["environment"]["MEDIATASKS_ROOTS"] == "/media"

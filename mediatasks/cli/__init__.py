@@ -27,7 +27,8 @@ def _add(group: typer.Typer, fn: Any, name: str | None = None, **kwargs: Any) ->
 
 
 for _fn in (local.run, jobs.plan, jobs.probe, jobs.submit, manage.status, manage.events,
-            manage.cancel, manage.retry, manage.approve, manage.reject, manage.undo):
+            manage.cancel, manage.retry, manage.approve, manage.reject, manage.undo,
+            manage.gc):
     _add(cli, _fn)
 _add(cli, manage.worker, context_settings={"allow_extra_args": True,
                                            "ignore_unknown_options": True})

@@ -82,6 +82,18 @@ def _totals(ended: dict[str, JobResult]) -> str:
             f"{human_size(size_out)}{saved}")
 
 
+def _roots(specs: list[Any]) -> tuple[Path, ...]:
+    """The folders a batch's jobs read and write: its workers may touch nothing else."""
+    folders: list[Path] = []
+    for spec in specs:
+        folders += [Path(spec.input).resolve().parent, Path(spec.output).resolve().parent]
+        if spec.placement is not None:
+            folders.append(Path(spec.placement.root))
+            if spec.placement.backup_dir:
+                folders.append(Path(spec.placement.backup_dir))
+    return tuple(folders)
+
+
 def run_local_batch(prepared: list[Any], batch_id: str, *, workers: int | None,
                     stop: bool, as_json: bool) -> dict[str, JobResult]:
     """The jobs of a prepared batch on a private cluster, until every one has ended."""
@@ -96,7 +108,7 @@ def run_local_batch(prepared: list[Any], batch_id: str, *, workers: int | None,
     work_dir = settings.work_dir if "MEDIATASKS_WORK_DIR" in os.environ else None
     hardware = any(is_hardware(s.options.video_codec) for s in specs)
     cluster = LocalCluster(settings, workers=workers or default_workers(), work_dir=work_dir,
-                           hardware=hardware)
+                           hardware=hardware, roots=_roots(specs))
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     service = None
     bars = BatchBars(err if err.is_terminal and not as_json else None,

@@ -68,7 +68,13 @@ def run(
         batch_command("run", sources, policy, output_dir=output_dir, on_error=on_error,
                       workers=workers, as_json=as_json, chunk_seconds=chunk_seconds, hold=hold)
         return
-    from mediatasks.cluster.local import LocalCluster, adopt_abandoned_chunks, default_workers, run_lock
+    from mediatasks.cluster.local import (
+        LocalCluster,
+        abandoned_runs,
+        adopt_abandoned_chunks,
+        default_workers,
+        run_lock,
+    )
     from mediatasks.profiles import is_hardware
     from mediatasks.service.prepare import check_paths, make_options, new_job_id, prepare_job
     from mediatasks.service.runs import run_job
@@ -78,12 +84,13 @@ def run(
     source, output = one_source(sources, output)
     settings = get_settings()
     opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
-    check_paths(source, output, overwrite=overwrite)
+    src = check_paths(source, output, overwrite=overwrite)
     job_id = new_job_id()
     # The job directory is kept in the work directory (not the private temp one), so that a run
     # killed with its machine leaves its verified chunks for the next run of the same job.
     cluster = LocalCluster(settings, workers=workers or default_workers(),
-                           work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec))
+                           work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec),
+                           roots=(src.resolve().parent, output.resolve().parent))
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     jp = None
@@ -108,6 +115,11 @@ def run(
                 failed = True
                 try:
                     with run_lock(job_dir):
+                        for old in abandoned_runs(cluster.work_dir):
+                            record = service.find(old)
+                            if record is not None and not record.ended:
+                                service.failed(old, "the mediatasks run that ran it stopped "
+                                                    f"before it ended (run again as {job_id})")
                         adopted = adopt_abandoned_chunks(cluster.work_dir, jp.spec)
                         if adopted and show:
                             err.print(f"resuming: {adopted} verified chunk(s) from an earlier run "

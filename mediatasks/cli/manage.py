@@ -16,6 +16,7 @@ from mediatasks.cli.follow import Follower, print_events
 from mediatasks.service import JobService
 from mediatasks.service.lifecycle import LABELS, batch_status
 from mediatasks.service.records import JobRecord
+from mediatasks.settings import get_settings
 
 FollowOpt = Annotated[bool, typer.Option("--follow", help="Go on until it has ended.")]
 
@@ -50,10 +51,16 @@ def status(job_id: JobArg, follow: FollowOpt = False, as_json: JsonOpt = False) 
         return
     record = service.get(job_id)
     if follow:
+        from mediatasks.service.upkeep import find_stalled
+
+        settings = get_settings()
         with Follower(err, enabled=not as_json) as follower:
             for event in service.follow(job_id, after=_current_attempt_start(service, job_id)):
                 if event is not None:
                     follower.event(event)
+                else:  # a quiet moment: is anything still working on it?
+                    find_stalled(service, quiet_for=settings.stall_after,
+                                 retries=settings.stall_retries, job_ids=[job_id])
         record = service.get(job_id)
     if as_json:
         print(record.model_dump_json(exclude={"tasks"}))
@@ -211,6 +218,40 @@ def jobs_show(job_id: Annotated[str, typer.Argument(help="The job id.")],
         out.print(f"  {t.name.removeprefix('mediatasks.'):<13} {t.queue or '-':<4} "
                   f"{t.state:<8} {took:>7}  retries {t.retries}  {t.worker or '-'}"
                   + (f"  {t.error}" if t.error else ""), markup=False, highlight=False)
+
+
+def gc(
+    older_than_days: Annotated[float | None, typer.Option(
+        "--older-than-days", min=0, help="Age at which things expire (default: "
+                                          "MEDIATASKS_GC_AFTER_DAYS).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove "
+                                                            "nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send stalled jobs again, and remove what has expired: work folders of ended jobs, the
+    library trash, old progress events. Workers also do this every MEDIATASKS_UPKEEP_INTERVAL
+    seconds."""
+    from mediatasks.service.upkeep import collect_garbage, find_stalled
+
+    settings = get_settings()
+    service = shared_service()
+    stalled = [] if dry_run else find_stalled(service, quiet_for=settings.stall_after,
+                                              retries=settings.stall_retries)
+    days = settings.gc_after_days if older_than_days is None else older_than_days
+    swept = collect_garbage(service, work_dir=settings.work_dir, older_than=days * 86400,
+                            dry_run=dry_run)
+    if as_json:
+        print(json.dumps({"stalled": stalled, "work_dirs": [str(p) for p in swept.work_dirs],
+                          "trash_dirs": [str(p) for p in swept.trash_dirs],
+                          "events": swept.events, "dry_run": dry_run}))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for job_id in stalled:
+        out.print(f"stalled   {job_id}", markup=False)
+    for p in swept.work_dirs + swept.trash_dirs:
+        out.print(f"{verb:<9} {p}/", markup=False, highlight=False)
+    out.print(f"{len(stalled)} stalled job(s); {verb} {len(swept.work_dirs)} work folder(s), "
+              f"{len(swept.trash_dirs)} trash folder(s), {swept.events} progress event(s)")
 
 
 def worker(

@@ -47,7 +47,7 @@ class LocalCluster:
     """``with LocalCluster(settings, workers=2) as c:`` -> c.broker_url, c.work_dir."""
 
     def __init__(self, settings: Settings, *, workers: int, work_dir: Path | None = None,
-                 hardware: bool = True):
+                 hardware: bool = True, roots: tuple[Path, ...] = ()):
         self.settings = settings
         self.workers = workers
         self._work_dir = work_dir
@@ -59,6 +59,8 @@ class LocalCluster:
         self.broker_url = f"redis+socket://{self.sock}"
         self.work_dir = work_dir or self.tmp / "work"
         self.hardware = hardware
+        # The folders of the run's sources and outputs: its workers touch nothing else.
+        self.roots = tuple(dict.fromkeys(str(r.resolve()) for r in roots))
         self.redis: runner.Service | None = None
         self.worker: runner.Service | None = None
 
@@ -69,7 +71,8 @@ class LocalCluster:
                    # The worker's own temp files (billiard's pymp-*) go with the cluster.
                    TMPDIR=str(self.tmp),
                    # The hardware survey costs seconds; only a hardware encode needs it.
-                   MEDIATASKS_HARDWARE_SURVEY="true" if self.hardware else "false")
+                   MEDIATASKS_HARDWARE_SURVEY="true" if self.hardware else "false",
+                   MEDIATASKS_ROOTS=":".join(self.roots) or "/nonexistent")
         return env
 
     def _wait_redis(self, timeout: float = 15.0) -> None:
@@ -155,6 +158,13 @@ def _abandoned(job_dir: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def abandoned_runs(work_dir: Path) -> list[str]:
+    """The job ids of `mediatasks run`s that died: their directory's lock is held by nobody."""
+    if not work_dir.is_dir():
+        return []
+    return sorted(d.name for d in work_dir.iterdir() if d.is_dir() and _abandoned(d))
 
 
 def adopt_abandoned_chunks(work_dir: Path, spec: JobSpec) -> int:

@@ -37,12 +37,25 @@ def _safe(write: Callable[[History], None]) -> None:
 
 
 def _job_id(kwargs: Any) -> str | None:
+    """The job a task message is for; None for a message the task will reject (nothing of an
+    untrusted message reaches the history)."""
+    from pydantic import ValidationError
+
+    from mediatasks.errors import UntrustedMessage
+    from mediatasks.models import JobSpec
+    from mediatasks.service import trust
+    from mediatasks.settings import get_settings
+
     kwargs = kwargs or {}
-    spec = kwargs.get("spec")
-    if isinstance(spec, dict) and spec.get("job_id"):
-        return str(spec["job_id"])
-    job_id = kwargs.get("job_id")
-    return str(job_id) if job_id else None
+    try:
+        spec = kwargs.get("spec")
+        if isinstance(spec, dict):
+            checked = JobSpec.model_validate(spec)
+            trust.check_spec(checked, get_settings().root_paths)
+            return checked.job_id
+        return trust.check_job_id(kwargs.get("job_id")) if kwargs.get("job_id") else None
+    except (UntrustedMessage, ValidationError):
+        return None
 
 
 @task_prerun.connect

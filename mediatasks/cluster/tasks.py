@@ -11,18 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
+from pydantic import ValidationError
 
+from mediatasks import encoder_options, fingerprint
 from mediatasks.cluster.app import app
 from mediatasks.cluster.failures import describe
 from mediatasks.cluster.workers import check_encoder_here
 from mediatasks.errors import (
     HardwareUnavailable,
+    InvalidOptions,
     JobCancelled,
     JobFailed,
     MediatasksError,
     PermanentError,
     TransientError,
+    UntrustedMessage,
 )
 from mediatasks.jobstate import JobState
 from mediatasks.models import (
@@ -35,7 +39,7 @@ from mediatasks.models import (
     StepResult,
 )
 from mediatasks.profiles import is_hardware
-from mediatasks.service import JobService
+from mediatasks.service import JobService, trust
 from mediatasks.settings import get_settings
 from mediatasks.steps import audio as audio_step
 from mediatasks.steps import concat as concat_step
@@ -90,6 +94,7 @@ class JobTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         spec = kwargs.get("spec")
         spec = spec if isinstance(spec, dict) else {}
+        _trust(self, spec)
         job_id = str(spec["job_id"]) if spec.get("job_id") else None
         state = job_state(job_id) if job_id else None
         step = self.name.removeprefix("mediatasks.")
@@ -140,6 +145,20 @@ class JobTask(Task):  # type: ignore[misc]
                 job_state(job_id).record_error(describe(exc, self.name))
 
 
+def _trust(task: Task, spec: dict[str, Any]) -> None:
+    """Check the message before anything else: a job spec whose ids are ids and whose paths lie
+    under MEDIATASKS_ROOTS. Anything else is rejected (not retried) and logged."""
+    try:
+        checked = JobSpec.model_validate(spec)
+        trust.check_spec(checked, get_settings().root_paths)
+        encoder_options.check_options(checked.options.video_codec, checked.options.video_opts,
+                                      ffmpeg=get_settings().ffmpeg)
+    except (UntrustedMessage, InvalidOptions, ValidationError) as exc:
+        reason = " ".join(str(exc).split())[:500]
+        log.error("%s[%s]: message rejected: %s", task.name, task.request.id, reason)
+        raise Reject(reason, requeue=False) from None
+
+
 def _spec(spec: dict[str, Any]) -> JobSpec:
     return JobSpec.model_validate(spec)
 
@@ -156,6 +175,9 @@ def _plan(spec: JobSpec) -> JobPlan:
 @app.task(base=JobTask, bind=True, name="mediatasks.probe")
 def probe(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
     s = _spec(spec)
+    # The file probed is the file every later step must find (checked before each chunk and
+    # before publishing).
+    fingerprint.save(fingerprint.take(s.input), job_dir(s.job_id))
     return probe_step.probe(s.input, ffprobe=_settings.ffprobe).model_dump(mode="json")
 
 
@@ -188,6 +210,7 @@ def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -
 def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str, Any]:
     s = _spec(spec)
     jp = _plan(s)
+    fingerprint.check(s.input, job_dir(s.job_id))
     chunk = jp.chunks[index]
     state = job_state(s.job_id)
     if is_hardware(s.options.video_codec):
@@ -229,7 +252,9 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
 @app.task(base=JobTask, bind=True, name="mediatasks.encode_audio")
 def encode_audio(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
     s = _spec(spec)
-    result = audio_step.encode_audio(_plan(s), job_dir(s.job_id), ffmpeg=_settings.ffmpeg)
+    jp = _plan(s)
+    fingerprint.check(s.input, job_dir(s.job_id))
+    result = audio_step.encode_audio(jp, job_dir(s.job_id), ffmpeg=_settings.ffmpeg)
     return {"audio": result.model_dump(mode="json")}
 
 
@@ -278,6 +303,7 @@ def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dic
     done = state.published()
     if done is None:  # else a redelivery: the output is already in place
         jp = _plan(s)
+        fingerprint.check(s.input, job_dir(s.job_id))
         result = JobResult(job_id=s.job_id, status="succeeded", output=s.output, input=s.input,
                            source_now=s.input, frames_in=prev["frames_in"],
                            frames_out=prev["frames_out"], chunks=len(jp.chunks),
@@ -306,10 +332,15 @@ def cleanup(self: Task, *args: Any, job_id: str, attempt: int = 0, remove: bool 
     """Errback of every job: a cancelled (or rejected: ``remove``) job's files all go; a failed
     job keeps only its verified chunks, for `mediatasks retry` to reuse. The cleanup of an
     attempt that has since been retried leaves the new attempt's files alone."""
+    try:
+        folder = trust.job_folder(get_settings().work_dir, job_id)
+    except UntrustedMessage as exc:
+        log.error("mediatasks.cleanup[%s]: message rejected: %s", self.request.id, exc)
+        raise Reject(str(exc), requeue=False) from None
     state = job_state(job_id)
     if attempt < state.attempt():
         return
     if remove or state.cancelled():
-        shutil.rmtree(job_dir(job_id), ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     else:
-        encode_step.remove_all_but_verified_chunks(job_dir(job_id))
+        encode_step.remove_all_but_verified_chunks(folder)

@@ -1,4 +1,5 @@
-"""Worker start-up: a worker that consumes the ``gpu`` queue surveys its hardware encoders.
+"""Worker start-up: on RabbitMQ every worker declares every queue; a worker that consumes the
+``gpu`` queue surveys its hardware encoders.
 
 The result is logged, kept in the result backend under ``mediatasks-worker-<hostname>``, and
 kept in this process (pool children inherit it), so an encode with an encoder that cannot work
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import Any
 
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, celeryd_init
 
 from mediatasks.errors import HardwareUnavailable
 
@@ -20,6 +22,18 @@ log = logging.getLogger(__name__)
 # encoder -> None (works) or the reason it does not; empty until a survey ran in this worker.
 SURVEY: dict[str, str | None] = {}
 HOSTNAME: list[str] = []
+
+
+@celeryd_init.connect
+def _require_roots(**_: Any) -> None:
+    """A worker that would believe any path refuses to start."""
+    from mediatasks.settings import get_settings
+
+    if not get_settings().root_paths:
+        print("mediatasks worker: error: MEDIATASKS_ROOTS is not set (set it to the folders "
+              "jobs may read and write, separated by ':', e.g. MEDIATASKS_ROOTS=/media/in:"
+              "/media/out)", file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 @celeryd_after_setup.connect
@@ -42,6 +56,21 @@ def _survey(sender: Any = None, instance: Any = None, **_: Any) -> None:
         instance.app.backend.set(f"mediatasks-worker-{sender}", json.dumps(SURVEY))
     except Exception:
         log.exception("could not publish the hardware survey")
+
+
+@celeryd_after_setup.connect
+def _declare_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """Celery binds every queue of task_queues to RabbitMQ's delayed-delivery exchange, also
+    those this worker does not consume; their exchanges must exist first."""
+    app = instance.app
+    try:
+        with app.connection_for_write() as conn:
+            if conn.transport.driver_type != "amqp":
+                return
+            for queue in app.conf.task_queues:
+                queue(conn.default_channel).declare()
+    except Exception:
+        log.exception("could not declare the queues")
 
 
 def check_encoder_here(encoder: str, worker: str | None) -> None:

@@ -139,6 +139,20 @@ class History:
                           at=_utc(r.at) or r.at, data=json.loads(r.data or "{}"))
                     for r in conn.execute(query)]
 
+    def last_event_at(self, job_id: str) -> datetime | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(events.c.at))
+                                 .where(events.c.job_id == job_id)).scalar()
+        return _utc(value)
+
+    def prune_events(self, *, before: datetime, types: tuple[str, ...]) -> int:
+        """Remove events of those types, of jobs that ended, written before ``before``."""
+        ended = select(jobs.c.id).where(jobs.c.status.in_(sorted(TERMINAL)))
+        with self.engine.begin() as conn:
+            done = conn.execute(events.delete().where(events.c.type.in_(types))
+                                .where(events.c.at < before).where(events.c.job_id.in_(ended)))
+            return int(done.rowcount or 0)
+
     def _ensure_job(self, conn: Any, job_id: str) -> None:
         if not conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first():
             conn.execute(jobs.insert().values(id=job_id, input="", output="", settings="{}",

@@ -10,23 +10,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from mediatasks.errors import BrokerUnavailable, InvalidOptions, MediatasksError
-from mediatasks.jobstate import JobState
 from mediatasks.models import JobResult, JobSpec
+from mediatasks.service import trust
 from mediatasks.service.lifecycle import (
+    ACTIVE,
     LABELS,
     STEP_STATUS,
     TERMINAL,
     allowed,
-    batch_status,
     check_transition,
-    parse_status,
 )
-from mediatasks.service.ports import Dispatcher, EventBus, JobStore, KeyValue
+from mediatasks.service.ports import Dispatcher
+from mediatasks.service.reads import JobReader
 from mediatasks.service.records import Event, JobRecord
 from mediatasks.service.summary import summarize
 
@@ -35,116 +35,8 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 2.0  # seconds between two progress events of one chunk
 
 
-class JobNotFound(InvalidOptions):
-    """No job (or batch) with that id in the history."""
-
-
-class JobService:
+class JobService(JobReader):
     """Owns the lifecycle of every job; given its storage, live state, dispatch and bus."""
-
-    def __init__(self, store: JobStore, *, kv: KeyValue | None = None,
-                 dispatcher: Dispatcher | None = None, bus: EventBus | None = None,
-                 where: str = "the job history"):
-        self.store = store
-        self.kv = kv
-        self.dispatcher = dispatcher
-        self.bus = bus
-        self.where = where
-        self._last_progress: dict[tuple[str, int], float] = {}
-
-    # -- reads --------------------------------------------------------------------------------
-
-    def find(self, job_id: str) -> JobRecord | None:
-        return self.store.get(job_id)
-
-    def get(self, job_id: str) -> JobRecord:
-        record = self.store.get(job_id)
-        if record is None:
-            raise JobNotFound(f"no job {job_id} in {self.where}", hint="see 'mediatasks jobs list'")
-        return record
-
-    def list_jobs(self, *, status: str | None = None, limit: int = 50) -> list[JobRecord]:
-        statuses = parse_status(status) if status else None
-        return self.store.list_jobs(statuses=statuses, limit=limit)
-
-    def batch(self, batch_id: str) -> list[JobRecord]:
-        """The batch's jobs, oldest first (empty: no such batch)."""
-        return self.store.jobs_in_batch(batch_id)
-
-    def batch_status(self, batch_id: str) -> str:
-        return batch_status(r.status for r in self.batch(batch_id))
-
-    def is_batch(self, some_id: str) -> bool:
-        return self.store.get(some_id) is None and bool(self.store.jobs_in_batch(some_id))
-
-    def events(self, key: str, *, after: int = 0) -> list[Event]:
-        """The events of a job or a batch.
-
-        Raises:
-            JobNotFound: no such job or batch.
-        """
-        self._check_key(key)
-        return self.store.events(key, after=after)
-
-    def live(self, job_id: str) -> JobState | None:
-        return JobState(self.kv, job_id) if self.kv is not None else None
-
-    def _check_key(self, key: str) -> None:
-        if self.store.get(key) is None and not self.store.jobs_in_batch(key):
-            raise JobNotFound(f"no job or batch {key} in {self.where}",
-                              hint="see 'mediatasks jobs list'")
-
-    def _ended(self, key: str) -> bool:
-        record = self.store.get(key)
-        if record is not None:
-            return record.status in TERMINAL
-        jobs = self.store.jobs_in_batch(key)
-        return all(r.status in TERMINAL for r in jobs)
-
-    def follow(self, key: str, *, after: int = 0, idle: float = 1.0) -> Iterator[Event | None]:
-        """Every event of a job or batch after ``after``, as they come, until it has ended.
-
-        Waits on the event bus between reads (no polling while events flow); yields None when
-        nothing came for ``idle`` seconds, so a caller can check on its workers. The log in the
-        store is the truth: the bus only wakes the follower up, and a wake-up that was lost costs
-        at most ``idle`` seconds.
-
-        Raises:
-            JobNotFound: no such job or batch.
-        """
-        self._check_key(key)
-        subscription = None
-        if self.bus is not None:
-            try:
-                subscription = self.bus.subscribe(key)
-            except Exception as exc:  # the broker is away: fall back to reading the log
-                log.debug("no live events: %s", exc)
-        last = after
-        try:
-            while True:
-                ended = self._ended(key)
-                fresh = self.store.events(key, after=last)
-                for event in fresh:
-                    last = event.seq
-                    yield event
-                if ended:
-                    return
-                if fresh:
-                    continue
-                woke = False
-                if subscription is not None:
-                    try:
-                        woke = subscription.get(idle)
-                    except Exception as exc:
-                        log.debug("live events lost: %s", exc)
-                        subscription = None
-                else:
-                    time.sleep(idle)
-                if not woke:
-                    yield None
-        finally:
-            if subscription is not None:
-                subscription.close()
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -154,12 +46,27 @@ class JobService:
         Raises:
             BrokerUnavailable: the job could not be sent (it is recorded as failed).
         """
+        if self.roots:
+            trust.check_spec(spec, self.roots)
+        self._check_output_free(spec)
         event = self.store.create_job(spec, status="queued", event="job.queued", data={
             "input": spec.input, "output": spec.output, "hold": spec.hold,
             "attempt": spec.attempt})
         self._announce(event)
         self._dispatch(spec.job_id, lambda d: d.analyse(spec))
         return self.get(spec.job_id)
+
+    def _check_output_free(self, spec: JobSpec) -> None:
+        """Refuse a second job that would write the output of a job that has not ended (a
+        library job's path is the library's to share out: its on_exists decides)."""
+        if spec.placement is not None:
+            return
+        for other in self.store.list_jobs(statuses=ACTIVE, limit=100000):
+            if other.output == spec.output and other.job_id != spec.job_id:
+                raise InvalidOptions(
+                    f"job {other.job_id} ({LABELS.get(other.status, other.status)}) already "
+                    "writes this output", path=spec.output,
+                    hint=f"wait for it to end, or 'mediatasks cancel {other.job_id}'")
 
     def planned(self, spec: JobSpec, *, chunks: int, frames: int, queue: str,
                 warnings: tuple[str, ...] | list[str] = (), duration: float | None = None) -> str:
@@ -255,7 +162,8 @@ class JobService:
                                         hint="check MEDIATASKS_BROKER_URL") from exc
         self._move(job_id, "cancelled", data={"error": reason}, fields={"error": reason})
 
-    def retry(self, job_id: str, *, check: Callable[[JobSpec], None] | None = None) -> JobSpec:
+    def retry(self, job_id: str, *, check: Callable[[JobSpec], None] | None = None,
+              reason: str | None = None) -> JobSpec:
         """Run a failed or cancelled job again as a new attempt; verified chunks are reused.
 
         Args:
@@ -275,7 +183,10 @@ class JobService:
         if state is not None:
             state.reset()
             state.record_attempt(spec.attempt)
-        self._move(job_id, "queued", strict=True, data={"attempt": spec.attempt},
+        data: dict[str, Any] = {"attempt": spec.attempt}
+        if reason:
+            data["reason"] = reason
+        self._move(job_id, "queued", strict=True, data=data,
                    fields={"settings": spec.model_dump_json(), "error": None, "started_at": None,
                            "finished_at": None, "frames_out": None, "size_out": None,
                            "chunks_reused": None, "note": None})
@@ -338,6 +249,14 @@ class JobService:
             "output": result.output or record.output})
         return result.model_copy(update={k: summary[k] for k in (
             "duration", "size_in", "size_out", "bitrate", "saved_percent", "encode_fps")})
+
+    def mark_stalled(self, job_id: str, current: str, message: str) -> Event | None:
+        """The job's work was lost (see ``upkeep.find_stalled``); None if it moved meanwhile."""
+        event = self.store.transition(job_id, current=current, new="stalled",
+                                      event="job.stalled", data={"error": message},
+                                      fields={"error": message})
+        self._announce(event)
+        return event
 
     def failed(self, job_id: str, message: str, *, attempt: int | None = None) -> None:
         """A step failed for good; the first failure of an attempt is the job's error."""

@@ -4,8 +4,11 @@
                        └─► awaiting_approval ─► approved ─► encoding          └─► kept
                                    └─► rejected
     every state before an end ─► failed | cancelled;   failed, cancelled ─► queued (retry)
+    probing … publishing ─► stalled ─► queued (retry) | failed | cancelled
 
 ``kept``: the job ran, but the library's size guard kept the source and published nothing.
+``stalled``: no task of the job is alive anywhere and nothing happened for a while (a broker that
+lost its messages): followers stop waiting, and the job is sent again or retried by hand.
 A batch's state is derived from its jobs' by ``batch_status`` and nowhere else.
 """
 
@@ -17,27 +20,32 @@ from typing import Literal, get_args
 from mediatasks.errors import InvalidOptions
 
 JobStatus = Literal["queued", "probing", "awaiting_approval", "approved", "encoding", "assembling",
-                    "verifying", "publishing", "succeeded", "kept", "failed", "cancelled",
-                    "rejected", "undone"]
-BatchStatus = Literal["queued", "running", "awaiting_approval", "succeeded", "failed",
+                    "verifying", "publishing", "stalled", "succeeded", "kept", "failed",
+                    "cancelled", "rejected", "undone"]
+BatchStatus = Literal["queued", "running", "awaiting_approval", "stalled", "succeeded", "failed",
                       "cancelled", "undone"]
 
 STATUSES: tuple[str, ...] = get_args(JobStatus)
 TERMINAL = frozenset({"succeeded", "kept", "failed", "cancelled", "rejected", "undone"})
 ACTIVE = frozenset(STATUSES) - TERMINAL
-# What a person waits for: a job that is neither ended nor held.
-RUNNING = ACTIVE - {"queued", "awaiting_approval"}
+# What a person waits for: a job that is neither ended nor held (nor stalled).
+RUNNING = ACTIVE - {"queued", "awaiting_approval", "stalled"}
+# Where a follower stops waiting: the job ended, or nothing will happen until someone acts.
+SETTLED = TERMINAL | {"stalled"}
+# States whose work is on the workers: a job in one of them can stall.
+WORKING = frozenset({"probing", "approved", "encoding", "assembling", "verifying", "publishing"})
 
 _ENDS = ("failed", "cancelled")
 TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"probing", *_ENDS}),
-    "probing": frozenset({"encoding", "awaiting_approval", *_ENDS}),
+    "probing": frozenset({"encoding", "awaiting_approval", "stalled", *_ENDS}),
     "awaiting_approval": frozenset({"approved", "rejected", *_ENDS}),
-    "approved": frozenset({"encoding", *_ENDS}),
-    "encoding": frozenset({"assembling", *_ENDS}),
-    "assembling": frozenset({"verifying", *_ENDS}),
-    "verifying": frozenset({"publishing", *_ENDS}),
-    "publishing": frozenset({"succeeded", "kept", *_ENDS}),
+    "approved": frozenset({"encoding", "stalled", *_ENDS}),
+    "encoding": frozenset({"assembling", "stalled", *_ENDS}),
+    "assembling": frozenset({"verifying", "stalled", *_ENDS}),
+    "verifying": frozenset({"publishing", "stalled", *_ENDS}),
+    "publishing": frozenset({"succeeded", "kept", "stalled", *_ENDS}),
+    "stalled": frozenset({"queued", *_ENDS}),
     "succeeded": frozenset({"undone"}),
     "kept": frozenset(),
     "failed": frozenset({"queued"}),
@@ -62,7 +70,8 @@ STEP_STATUS: dict[str, str] = {
 LABELS: dict[str, str] = {
     "queued": "queued", "probing": "probing", "awaiting_approval": "awaiting approval",
     "approved": "approved", "encoding": "encoding", "assembling": "joining",
-    "verifying": "verifying", "publishing": "publishing", "succeeded": "succeeded",
+    "verifying": "verifying", "publishing": "publishing", "stalled": "stalled",
+    "succeeded": "succeeded",
     "kept": "source kept", "failed": "failed", "cancelled": "cancelled", "rejected": "rejected",
     "undone": "undone",
 }
@@ -108,6 +117,8 @@ def batch_status(statuses: Iterable[str]) -> BatchStatus:
     if active:
         if all(s == "queued" for s in states):
             return "queued"
+        if all(s == "stalled" for s in active):
+            return "stalled"
         if all(s in {"awaiting_approval", "queued"} for s in active) and "awaiting_approval" in active:
             return "awaiting_approval"
         return "running"

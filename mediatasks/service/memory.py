@@ -86,11 +86,30 @@ class MemoryStore:
                 ][:limit]
 
 
+    def last_event_at(self, job_id: str) -> datetime | None:
+        times = [e.at for e in self.log if e.job_id == job_id]
+        return max(times) if times else None
+
+    def prune_events(self, *, before: datetime, types: tuple[str, ...]) -> int:
+        from mediatasks.service.lifecycle import TERMINAL
+
+        ended = {j for j, row in self.jobs.items() if row["status"] in TERMINAL}
+        keep = [e for e in self.log
+                if not (e.type in types and e.at < before and e.job_id in ended)]
+        removed = len(self.log) - len(keep)
+        self.log[:] = keep
+        return removed
+
+
 class MemoryDispatcher:
-    """Records what would have been sent to the workers."""
+    """Records what would have been sent to the workers; ``live`` is what they hold."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        self.live: set[str] | None = set()
+
+    def live_jobs(self) -> set[str] | None:
+        return self.live
 
     def analyse(self, spec: JobSpec) -> None:
         self.sent.append(("analyse", spec.job_id, {"attempt": spec.attempt}))

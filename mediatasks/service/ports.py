@@ -7,6 +7,7 @@ and Celery (``mediatasks.cluster``); tests also give in-memory ones.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Protocol
 
 from mediatasks.jobstate import KeyValue
@@ -42,6 +43,12 @@ class JobStore(Protocol):
         """Events of a job, or of every job of a batch, with ``seq`` above ``after``, in order."""
         ...
 
+    def last_event_at(self, job_id: str) -> datetime | None: ...
+
+    def prune_events(self, *, before: datetime, types: tuple[str, ...]) -> int:
+        """Remove events of those types, of jobs that ended, written before ``before``."""
+        ...
+
 
 class Dispatcher(Protocol):
     """Sends a job's work to the workers, one phase at a time."""
@@ -56,6 +63,11 @@ class Dispatcher(Protocol):
 
     def discard(self, spec: JobSpec) -> None:
         """Remove the job's work directory (a rejected job)."""
+        ...
+
+    def live_jobs(self) -> set[str] | None:
+        """Jobs with a task running, reserved, waiting for a retry or queued; None when that
+        cannot be known now (no worker answers, a broker whose queues cannot be read)."""
         ...
 
 

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from mediatasks import encoder_options
 from mediatasks.errors import InvalidOptions
 from mediatasks.models import AudioResult, EncodeOptions, JobPlan, JobSpec
 from mediatasks.profiles import is_hardware
@@ -88,6 +89,7 @@ def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: b
 
     src = check_paths(source, output, overwrite=overwrite, check_output=check_output)
     fmt = mux.output_format(output)
+    encoder_options.check_options(opts.video_codec, opts.video_opts, ffmpeg=settings.ffmpeg)
     if opts.audio_codec != "copy":
         audio.check_audio_encoder(opts.audio_codec, None, ffmpeg=settings.ffmpeg,
                                   subject="--audio-codec")

@@ -1,0 +1,60 @@
+"""Each worker looks, now and then, for stalled jobs and expired files (a thread of its own: the
+check asks every worker, this one included, what it holds)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+from celery import bootsteps
+
+from mediatasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def upkeep_once(app: Any) -> None:
+    from mediatasks.cluster.services import service_for
+    from mediatasks.service.upkeep import collect_garbage, find_stalled
+
+    settings = get_settings()
+    service = service_for(app, settings.database_url)
+    stalled = find_stalled(service, quiet_for=settings.stall_after, retries=settings.stall_retries)
+    if stalled:
+        log.warning("stalled jobs found and handled: %s", ", ".join(stalled))
+    swept = collect_garbage(service, work_dir=settings.work_dir,
+                            older_than=settings.gc_after_days * 86400)
+    if swept.work_dirs or swept.trash_dirs:
+        log.warning("expired: %d work folder(s), %d trash folder(s)", len(swept.work_dirs),
+                    len(swept.trash_dirs))
+
+
+class Upkeep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs ``upkeep_once`` every ``MEDIATASKS_UPKEEP_INTERVAL`` seconds (with some jitter, so
+    that workers started together do not all look at once)."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any):
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        interval = get_settings().upkeep_interval
+        if interval <= 0:
+            return
+
+        def loop() -> None:
+            while not self.stopping.wait(interval * random.uniform(0.8, 1.2)):
+                try:
+                    upkeep_once(worker.app)
+                except Exception:
+                    log.exception("upkeep failed")
+
+        self.thread = threading.Thread(target=loop, name="mediatasks-upkeep", daemon=True)
+        self.thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self.stopping.set()
