@@ -180,6 +180,7 @@ class JobSpec(Frozen):
     attempt: int = 0  # raised by every `mediatasks retry`; tasks of an earlier attempt are dropped
     hold: bool = False  # wait in awaiting_approval after the plan, until approved or rejected
     local: bool = False  # run by `mediatasks run` on a private cluster that its own process drives
+    strict: bool = False  # refuse a source that is not whole (cut short, frames missing)
 
 
 class Chunk(Frozen):

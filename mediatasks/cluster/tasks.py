@@ -44,6 +44,7 @@ from mediatasks.settings import get_settings
 from mediatasks.steps import audio as audio_step
 from mediatasks.steps import concat as concat_step
 from mediatasks.steps import encode as encode_step
+from mediatasks.steps import integrity
 from mediatasks.steps import mux as mux_step
 from mediatasks.steps import plan as plan_step
 from mediatasks.steps import probe as probe_step
@@ -192,7 +193,8 @@ def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -
     try:
         status = service().planned(s, chunks=len(jp.chunks), frames=jp.frame_count,
                                    queue=jp.queue, warnings=jp.warnings,
-                                   duration=jp.source.duration)
+                                   duration=integrity.frames_reach(jp.source)
+                                   or jp.source.duration)
     except MediatasksError:
         raise
     except Exception:  # no history: the job goes on all the same

@@ -192,7 +192,20 @@ def plan_and_save(source: ProbeResult, spec: JobSpec, job_dir: Path, *, ffprobe:
         frame_pts = probe.frame_timestamps(spec.input, source.video.index, ffprobe=ffprobe)
     jp = plan_job(source, spec, chunk_seconds=chunk_seconds, min_chunk_frames=min_chunk_frames,
                   frame_pts=frame_pts)
+    jp = with_integrity(jp, strict=spec.strict)
     save_plan(jp, job_dir)
     if frame_pts is not None:
         save_frames(frame_pts, job_dir)
     return jp
+
+
+def with_integrity(jp: JobPlan, *, strict: bool) -> JobPlan:
+    """The plan with the source's integrity warnings (a file cut short) among its warnings.
+
+    Raises:
+        UndecodableMedia: ``strict`` and the source is not whole.
+    """
+    from mediatasks.steps import integrity
+
+    found = [w for w in integrity.check(jp.source, strict=strict) if w not in jp.warnings]
+    return jp.model_copy(update={"warnings": (*jp.warnings, *found)}) if found else jp
