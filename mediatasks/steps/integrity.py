@@ -12,7 +12,10 @@ from mediatasks.models import ProbeResult
 # What a declared duration may exceed the frames by before the file counts as cut short: a
 # frame or two of rounding, a container that pads its duration with the audio's tail.
 _SLACK_SECONDS = 0.5
-_SLACK_SHARE = 0.02
+_SLACK_SHARE = 0.05
+# Containers whose header states the duration the muxer wrote: a file cut short keeps it. Others
+# (MPEG-TS, ASF, AVI) only estimate it from the bitrate, which says nothing about missing frames.
+_DECLARING = ("matroska", "mov", "mp4")
 
 
 def frames_reach(source: ProbeResult) -> float | None:
@@ -26,7 +29,7 @@ def frames_reach(source: ProbeResult) -> float | None:
 def missing_frames(source: ProbeResult) -> tuple[str, ...]:
     """Warnings for frames the file promises but does not hold, with counts."""
     declared, reached = source.duration, frames_reach(source)
-    if not declared or reached is None:
+    if not declared or reached is None or not source.format_name.startswith(_DECLARING):
         return ()
     gap = declared - reached
     if gap <= max(_SLACK_SECONDS, declared * _SLACK_SHARE):
