@@ -27,6 +27,7 @@ from mediatasks.errors import (
 )
 from mediatasks.models import ProbeResult
 from mediatasks.steps.probe_args import (
+    WINDOW_PACKETS,
     container_args,
     count_args,
     packet_args,
@@ -41,6 +42,7 @@ from mediatasks.steps.probe_parse import (
     parse_size,
     parse_start,
     pick_video,
+    shown_packets,
     video_stream,
     window_blocker,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "packet_args",
     "pick_video",
     "probe",
+    "shown_packets",
     "start_seconds",
     "video_size",
     "window_args",
@@ -137,6 +140,8 @@ def probe(path: str | Path, *, ffprobe: str = "ffprobe") -> ProbeResult:
     vindex = int(video_stream(info, src)["index"])
     packets = runner.run(packet_args(ffprobe, src, vindex), subject=src, keep_stdout=True,
                          check=False, timeout=3600)
-    window = _ffprobe_json(window_args(ffprobe, src, vindex), src)
+    # The window decodes past the packets an edit list hides or that cannot be decoded.
+    lead = PacketIndex.parse(packets.stdout).lead
+    window = _ffprobe_json(window_args(ffprobe, src, vindex, WINDOW_PACKETS + lead), src)
     return parse_probe(info, packets.stdout, window, path=str(src.resolve()),
                        size=src.stat().st_size, subject=src)

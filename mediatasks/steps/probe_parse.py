@@ -109,58 +109,59 @@ def pick_video(streams: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return real[0] if real else None
 
 
-def _undecodable_lead(packets: Sequence[tuple[int | None, str]]) -> int:
-    """How many packets (decode order) come before the first keyframe or are its leading frames.
+def shown_packets(packets: Sequence[tuple[int | None, str]]) -> list[str]:
+    """For each packet (decode order): ``"shown"``, ``"hidden"`` or ``"undecodable"``.
 
-    A recording that starts mid-GOP (broadcast captures usually do) begins with frames whose
-    references are not in the file; decoders drop them, so they are not frames of the source.
+    What ffmpeg presents: a packet an edit list discards (flag D) is decoded, since later frames
+    may refer to it, but never shown. Packets before the first keyframe and that keyframe's
+    leading frames (pts before it) are undecodable: a recording that starts mid-GOP (broadcast
+    captures usually do) begins with frames whose references are not in the file, and decoders
+    drop them. The first keyframe counts whether hidden or not: a file cut with
+    ``-ss ... -c copy`` keeps the keyframe before the cut and hides it, and the frames after it
+    are decodable.
     """
-    first_key = next((i for i, (pts, flags) in enumerate(packets) if "K" in flags), None)
-    if first_key is None:
-        return 0
-    key_pts = packets[first_key][0]
-    leading = sum(1 for pts, _ in packets[first_key + 1:]
-                  if pts is not None and key_pts is not None and pts < key_pts)
-    return first_key + leading
+    first_key = next((i for i, (_, flags) in enumerate(packets) if "K" in flags), None)
+    key_pts = packets[first_key][0] if first_key is not None else None
+    out = []
+    for i, (pts, flags) in enumerate(packets):
+        if "D" in flags:
+            out.append("hidden")
+        elif first_key is not None and (i < first_key or (
+                i > first_key and pts is not None and key_pts is not None and pts < key_pts)):
+            out.append("undecodable")
+        else:
+            out.append("shown")
+    return out
 
 
 class PacketIndex:
     """Presentation timestamps and keyframes of the video stream, from a demux-only pass."""
 
     def __init__(self, pts: list[int], keyframe_pts: list[int], durations: list[int],
-                 missing_pts: int, skipped: int = 0, discarded: int = 0):
+                 missing_pts: int, skipped: int = 0, discarded: int = 0, lead: int = 0):
         self.pts = sorted(pts)
         self.keyframe_pts = sorted(set(keyframe_pts))
         self.durations = durations
         self.missing_pts = missing_pts
         self.skipped = skipped
         self.discarded = discarded
+        self.lead = lead  # packets (decode order) before the first one shown
 
     @classmethod
     def parse(cls, csv_text: str) -> PacketIndex:
         packets: list[tuple[int | None, str, int | None]] = []
-        discarded = 0
         for line in csv_text.splitlines():
             fields = line.strip().split(",")
             if len(fields) < 3:
                 continue
-            if "D" in fields[2]:  # discarded by an edit list: never decoded into a frame
-                discarded += 1
-                continue
             packets.append((_int(fields[0]), fields[2], _int(fields[1])))
-        lead = _undecodable_lead([(p, f) for p, f, _ in packets])
-        key_pts = packets[lead - 1][0] if lead else None
-        skipped = 0
+        kinds = shown_packets([(p, f) for p, f, _ in packets])
         pts: list[int] = []
         keys: list[int] = []
         durations: list[int] = []
         missing = 0
-        for i, (value, flags, dur) in enumerate(packets):
-            if i < lead and not ("K" in flags and value == key_pts):
-                skipped += 1
-                continue
-            if lead and value is not None and key_pts is not None and value < key_pts:
-                skipped += 1  # a leading frame of the first keyframe
+        for (value, flags, dur), kind in zip(packets, kinds, strict=True):
+            if kind != "shown":
                 continue
             if value is None:
                 missing += 1
@@ -170,7 +171,9 @@ class PacketIndex:
                 durations.append(dur)
             if "K" in flags:
                 keys.append(value)
-        return cls(pts, keys, durations, missing, skipped, discarded)
+        lead = next((i for i, k in enumerate(kinds) if k == "shown"), len(kinds))
+        return cls(pts, keys, durations, missing, skipped=kinds.count("undecodable"),
+                   discarded=kinds.count("hidden"), lead=lead)
 
     def frame_step(self) -> int | None:
         """The typical frame duration in time-base ticks."""
@@ -207,15 +210,9 @@ def window_blocker(window: dict[str, Any]) -> str | None:
     items = window.get("packets_and_frames") or [
         *({**p, "type": "packet"} for p in window.get("packets", [])),
         *({**f, "type": "frame"} for f in window.get("frames", []))]
-    packets = [p for p in items
-               if p.get("type") == "packet" and "D" not in str(p.get("flags", ""))]
-    lead = _undecodable_lead([(_int(p.get("pts")), str(p.get("flags", ""))) for p in packets])
-    if lead:
-        first_key = next(p for p in packets if "K" in str(p.get("flags", "")))
-        key_pts = _int(first_key.get("pts"))
-        packets = [p for p in packets if p is first_key or (
-            packets.index(p) > packets.index(first_key)
-            and (key_pts is None or (_int(p.get("pts")) or 0) >= key_pts))]
+    every = [p for p in items if p.get("type") == "packet"]
+    kinds = shown_packets([(_int(p.get("pts")), str(p.get("flags", ""))) for p in every])
+    packets = [p for p, kind in zip(every, kinds, strict=True) if kind == "shown"]
     frames = [f for f in items if f.get("type") == "frame"]
     if not packets:
         return None
