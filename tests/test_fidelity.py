@@ -1,0 +1,120 @@
+"""ffmpeg tier: files from phones and editors go through the steps (probe, plan, each chunk's
+encode, concat, mux, verify, in this process) and come out with the frames ffmpeg shows for them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ffmpeg
+
+from mediatasks.models import EncodeOptions, JobPlan, JobSpec
+from mediatasks.steps import concat, encode, mux, plan, probe, verify
+from mediatasks.steps.audio import encode_audio
+
+LAVFI = ["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25"]
+X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+
+
+def shown(path: Path, *, autorotate: bool = False, pix_fmt: str | None = None) -> list[str]:
+    """MD5 of every frame ffmpeg presents for ``path`` (edit list applied), in order."""
+    argv = ["ffmpeg", "-nostdin", "-v", "error", *([] if autorotate else ["-noautorotate"]),
+            "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough"]
+    if pix_fmt:
+        argv += ["-pix_fmt", pix_fmt]
+    done = subprocess.run([*argv, "-f", "framemd5", "-"], check=True, capture_output=True,
+                          text=True)
+    return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines()
+            if line and not line.startswith("#")]
+
+
+def shown_times(path: Path) -> list[float]:
+    """Every presented frame's time in seconds, relative to the first."""
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                           "frame=best_effort_timestamp_time", "-of", "csv=p=0", str(path)],
+                          check=True, capture_output=True, text=True)
+    times = [float(x.strip(",")) for x in done.stdout.split() if x.strip(",") not in {"", "N/A"}]
+    return [t - times[0] for t in times]
+
+
+def round_trip(src: Path, out: Path, *, chunk_seconds: float = 1.0, video_codec: str = "ffv1",
+               **options: Any) -> JobPlan:
+    """The pipeline's steps in order, in this process, as the Celery tasks call them."""
+    job_dir = out.parent / f"job-{uuid.uuid4().hex[:8]}"
+    spec = JobSpec(job_id=uuid.uuid4().hex, input=str(src), output=str(out),
+                   options=EncodeOptions(video_codec=video_codec, chunk_seconds=chunk_seconds,
+                                         **options))
+    source = probe.probe(src)
+    frame_pts = probe.frame_timestamps(src, source.video.index)
+    jp = plan.plan_job(source, spec, chunk_seconds=chunk_seconds, min_chunk_frames=5,
+                       frame_pts=frame_pts)
+    plan.save_plan(jp, job_dir)
+    chunks = [encode.encode_chunk(jp, c, job_dir) for c in jp.chunks]
+    video = concat.concat(jp, chunks, job_dir)
+    mux.mux(jp, Path(video.path), encode_audio(jp, job_dir), out)
+    verify.verify(jp, out, frames_encoded=video.frames, source_pts=frame_pts)
+    shutil.rmtree(job_dir)
+    return jp
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """MP4/MOV files with edit lists, made the ways ffmpeg writes them."""
+    d = tmp_path_factory.mktemp("edited")
+    gop50 = [*X264, "-g", "50", "-bf", "3"]
+    ffmpeg(*LAVFI, "-t", "4", *gop50, str(d / "bframes.mp4"))
+    ffmpeg(*LAVFI, "-t", "4", "-c:v", "libx265", "-preset", "ultrafast", "-g", "50",
+           "-x265-params", "log-level=error:bframes=3", "-pix_fmt", "yuv420p",
+           str(d / "hevc.mov"))
+    out = {
+        "bframes": d / "bframes.mp4",  # a composition shift only
+        "cut": d / "cut.mp4",  # the keyframe before the cut and 32 frames hidden
+        "cut-hevc": d / "cut-hevc.mov",
+        "late": d / "late.mp4",  # an empty edit: the video starts 0.5 s in
+        "negative": d / "negative.mp4",  # a negative start: the first 0.4 s hidden
+    }
+    ffmpeg("-ss", "1.3", "-i", str(d / "bframes.mp4"), "-c", "copy", str(out["cut"]))
+    ffmpeg("-ss", "1.3", "-i", str(d / "hevc.mov"), "-c", "copy", str(out["cut-hevc"]))
+    ffmpeg("-i", str(d / "bframes.mp4"), "-c", "copy", "-output_ts_offset", "0.5",
+           str(out["late"]))
+    ffmpeg("-itsoffset", "-0.4", "-i", str(d / "bframes.mp4"), "-c", "copy",
+           str(out["negative"]))
+    return out
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.3, 1.0])
+@pytest.mark.parametrize("name", ["bframes", "cut", "cut-hevc", "late", "negative"])
+def test_a_file_with_an_edit_list_keeps_exactly_the_frames_ffmpeg_shows(
+        edited: dict[str, Path], tmp_path: Path, name: str, chunk_seconds: float) -> None:
+    src = edited[name]
+    out = tmp_path / "out.mkv"
+    jp = round_trip(src, out, chunk_seconds=chunk_seconds)
+    want = shown(src)
+    assert jp.frame_count == len(want) and not jp.warnings
+    assert shown(out) == want
+    assert shown_times(out) == pytest.approx(shown_times(src), abs=0.0015)
+
+
+def test_chunks_that_start_among_frames_whose_keyframe_is_hidden_decode_from_it(
+        edited: dict[str, Path], tmp_path: Path) -> None:
+    jp = round_trip(edited["cut"], tmp_path / "out.mkv", chunk_seconds=0.3)
+    v = jp.source.video
+    assert v.discarded_packets == 33 and v.skipped_frames == 0 and v.frame_count == 67
+    first_key = v.keyframes[0].index
+    assert first_key == 17
+    inside = [c for c in jp.chunks if 0 < c.start_frame < first_key]
+    assert inside and all(c.seek_pts is None for c in inside)
+    assert shown(tmp_path / "out.mkv") == shown(edited["cut"])
+
+
+def test_a_cut_file_keeps_its_frames_through_mp4_with_b_frames(
+        edited: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    round_trip(edited["cut"], out, chunk_seconds=0.5, video_codec="libx264", crf=0,
+               video_opts=(("bf", "3"),))
+    assert shown(out) == shown(edited["cut"])
+    assert shown_times(out) == pytest.approx(shown_times(edited["cut"]), abs=0.0015)
