@@ -114,16 +114,49 @@ def stream_args(opts: EncodeOptions, video: VideoInfo) -> list[str]:
     return args
 
 
+# ffprobe prints libavutil's names (av_color_*_name); the encoder options take their own
+# constants, which differ for a few values (a BT.470 BG transfer is 'gamma28' to -color_trc).
+_SAME = ("bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m")
+COLOR_NAMES: dict[str, dict[str, str]] = {
+    "color_primaries": {n: n for n in (*_SAME, "film", "bt2020", "smpte428", "smpte431",
+                                       "smpte432", "ebu3213", "jedec-p22")},
+    "color_trc": {**{n: n for n in ("bt709", "smpte170m", "smpte240m", "linear", "log100",
+                                    "log316", "iec61966-2-4", "bt1361e", "iec61966-2-1",
+                                    "bt2020-10", "bt2020-12", "smpte2084", "smpte428",
+                                    "arib-std-b67")},
+                  "bt470m": "gamma22", "bt470bg": "gamma28"},
+    "colorspace": {**{n: n for n in ("bt709", "fcc", "bt470bg", "smpte170m", "smpte240m",
+                                     "ycgco", "bt2020nc", "bt2020c", "smpte2085",
+                                     "chroma-derived-nc", "chroma-derived-c", "ictcp")},
+                   "gbr": "rgb"},
+    "color_range": {"tv": "tv", "pc": "pc"},
+}
+_UNSET = {"unknown", "reserved", "unspecified", "N/A"}
+
+
+def _color_values(video: VideoInfo) -> list[tuple[str, str | None]]:
+    return [("color_primaries", video.color_primaries), ("color_trc", video.color_transfer),
+            ("colorspace", video.color_space), ("color_range", video.color_range)]
+
+
 def color_args(video: VideoInfo) -> list[str]:
-    """Color description flags: written by the encoder, and restored on stream copy."""
+    """Color description flags: written by the encoder, and restored on stream copy.
+
+    Each value ffprobe names is spelled as the encoder option spells it; one with no such
+    spelling is left out (``color_warnings`` says which).
+    """
     args: list[str] = []
-    for flag, value in (("-color_primaries:v", video.color_primaries),
-                        ("-color_trc:v", video.color_transfer),
-                        ("-colorspace:v", video.color_space),
-                        ("-color_range:v", video.color_range)):
-        if value and value not in {"unknown", "reserved"}:
-            args += [flag, value]
+    for option, value in _color_values(video):
+        if value and value not in _UNSET and value in COLOR_NAMES[option]:
+            args += [f"-{option}:v", COLOR_NAMES[option][value]]
     return args
+
+
+def color_warnings(video: VideoInfo) -> list[str]:
+    """The source's color values that no encoder option can carry: left out, never refused."""
+    return [f"{option} '{value}' of the source is not known to this ffmpeg's encoders: "
+            "left out of the output" for option, value in _color_values(video)
+            if value and value not in _UNSET and value not in COLOR_NAMES[option]]
 
 
 def user_args(opts: EncodeOptions) -> list[str]:

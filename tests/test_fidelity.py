@@ -118,3 +118,59 @@ def test_a_cut_file_keeps_its_frames_through_mp4_with_b_frames(
                video_opts=(("bf", "3"),))
     assert shown(out) == shown(edited["cut"])
     assert shown_times(out) == pytest.approx(shown_times(edited["cut"]), abs=0.0015)
+
+
+def _libavutil_names() -> dict[str, set[str]]:
+    """Every name this ffmpeg's ffprobe can print for each color property (libavutil's tables)."""
+    import ctypes
+    import ctypes.util
+
+    found = ctypes.util.find_library("avutil")
+    if found is None:
+        pytest.skip("libavutil not found")
+    lib = ctypes.CDLL(found)
+    names: dict[str, set[str]] = {}
+    for option, fn in (("color_primaries", "av_color_primaries_name"),
+                       ("color_trc", "av_color_transfer_name"),
+                       ("colorspace", "av_color_space_name"),
+                       ("color_range", "av_color_range_name")):
+        f = getattr(lib, fn)
+        f.restype, f.argtypes = ctypes.c_char_p, [ctypes.c_int]
+        names[option] = {v.decode() for i in range(256) if (v := f(i))}
+    return names
+
+
+def test_every_color_value_ffprobe_can_print_is_accepted_by_the_encoder_and_read_back(
+        tmp_path: Path) -> None:
+    from mediatasks.profiles import COLOR_NAMES
+
+    probed = {"color_primaries": "color_primaries", "color_trc": "color_transfer",
+              "colorspace": "color_space", "color_range": "color_range"}
+    cases = [(option, name) for option, names in _libavutil_names().items()
+             for name in sorted(names - {"unknown", "reserved"})]
+    assert [c for c in cases if c[1] not in COLOR_NAMES[c[0]]] == []
+    outputs: list[str] = []  # one ffmpeg, one output per value
+    for option, name in cases:
+        outputs += ["-map", "0", "-frames:v", "1", "-c:v", "ffv1", f"-{option}",
+                    COLOR_NAMES[option][name],
+                    str(tmp_path / f"{option}-{name}.mkv")]
+    ffmpeg("-f", "lavfi", "-i", "color=s=16x16:d=0.04", *outputs)
+    for option, name in cases:
+        done = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                               f"stream={probed[option]}", "-of", "csv=p=0",
+                               str(tmp_path / f"{option}-{name}.mkv")],
+                              check=True, capture_output=True, text=True)
+        assert done.stdout.strip() == name, (option, name)
+
+
+def test_an_mpeg2_source_with_a_bt470bg_transfer_is_encoded_with_its_tags(tmp_path: Path) -> None:
+    src = tmp_path / "pal.mpg"
+    ffmpeg(*LAVFI, "-t", "2", "-c:v", "mpeg2video", "-g", "12", "-color_primaries", "bt470bg",
+           "-color_trc", "gamma28", "-colorspace", "bt470bg", "-color_range", "tv", str(src))
+    assert probe.probe(src).video.color_transfer == "bt470bg"
+    out = tmp_path / "out.mkv"
+    jp = round_trip(src, out, chunk_seconds=0.5, video_codec="libx264", crf=20)
+    assert not jp.warnings
+    v = probe.probe(out).video
+    assert (v.color_primaries, v.color_transfer, v.color_space, v.color_range) == (
+        "bt470bg", "bt470bg", "bt470bg", "tv")

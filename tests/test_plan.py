@@ -257,3 +257,21 @@ def test_vaapi_encodes_upload_frames_to_the_device_the_survey_tested() -> None:
     from mediatasks import hardware
 
     assert "hwupload" in " ".join(hardware.test_args("hevc_vaapi"))
+
+
+def test_color_values_are_spelled_as_the_encoder_options_spell_them() -> None:
+    v = video(color_transfer="bt470bg", color_primaries="bt470bg", color_space="gbr",
+              color_range="tv")
+    args = profiles.color_args(v)
+    assert args == ["-color_primaries:v", "bt470bg", "-color_trc:v", "gamma28",
+                    "-colorspace:v", "rgb", "-color_range:v", "tv"]
+    assert profiles.color_warnings(v) == []
+
+
+def test_a_color_value_no_encoder_option_knows_is_left_out_with_a_warning() -> None:
+    v = video(color_transfer="some-new-curve", color_primaries="unknown")
+    assert profiles.color_args(v) == []
+    src = ProbeResult(path="/in.mkv", size=1, format_name="matroska", video=v)
+    spec = JobSpec(job_id="j", input="/in.mkv", output="/out.mkv")
+    warnings = plan_job(src, spec, chunk_seconds=1, min_chunk_frames=12).warnings
+    assert any("some-new-curve" in w and "left out" in w for w in warnings)

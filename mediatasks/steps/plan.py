@@ -130,6 +130,7 @@ def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
         for a in mux.subtitle_actions(source, fmt, subject=spec.input))
     mux.check_audio(source, fmt, spec.options.audio_codec, subject=spec.input)
     warnings = list(mux.container_warnings(source, fmt, spec.options.video_codec))
+    warnings += profiles.color_warnings(source.video)
     warnings += [f"subtitle stream #{a.index}: {a.reason}" for a in subtitles
                  if a.reason and a.index not in spec.options.drop_subtitles]
     if source.video.skipped_frames:
