@@ -19,6 +19,35 @@ _CRF = {"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1"
 QUEUES = ("cpu", "gpu", "io")
 
 
+# The deprecated full-range formats: the same planes as their yuv* twins, with the range in the
+# name. Most encoders (ffv1, libaom, SVT-AV1, libvpx) take only the yuv* ones, and the automatic
+# conversion would squeeze the values into limited range.
+FULL_RANGE_FORMATS = {"yuvj420p": "yuv420p", "yuvj422p": "yuv422p", "yuvj444p": "yuv444p",
+                      "yuvj440p": "yuv440p", "yuvj411p": "yuv411p"}
+
+
+def is_full_range(video: VideoInfo) -> bool:
+    return video.pix_fmt in FULL_RANGE_FORMATS or video.color_range == "pc"
+
+
+def range_filters(video: VideoInfo, scale: tuple[int, int] | None = None
+                  ) -> list[tuple[str, tuple[object, ...], dict[str, object]]]:
+    """Filters (name, args, kwargs) that scale and hand the encoder a yuv* format, keeping a
+    full-range source full range: a yuvj* format becomes its yuv* twin, values untouched."""
+    full = is_full_range(video)
+    size: tuple[object, ...] = scale if scale is not None else ()
+    out: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+    if full and (scale is not None or video.pix_fmt in FULL_RANGE_FORMATS):
+        out.append(("scale", size, {"in_range": "full", "out_range": "full"}))
+    elif scale is not None:
+        out.append(("scale", size, {}))
+    if video.pix_fmt in FULL_RANGE_FORMATS:
+        out.append(("format", (FULL_RANGE_FORMATS[video.pix_fmt],), {}))
+    if scale is not None:
+        out.append(("setsar", (1,), {}))
+    return out
+
+
 def is_hardware(encoder: str) -> bool:
     return encoder.endswith(HARDWARE_SUFFIXES)
 
@@ -136,7 +165,8 @@ _UNSET = {"unknown", "reserved", "unspecified", "N/A"}
 
 def _color_values(video: VideoInfo) -> list[tuple[str, str | None]]:
     return [("color_primaries", video.color_primaries), ("color_trc", video.color_transfer),
-            ("colorspace", video.color_space), ("color_range", video.color_range)]
+            ("colorspace", video.color_space),
+            ("color_range", "pc" if is_full_range(video) else video.color_range)]
 
 
 def color_args(video: VideoInfo) -> list[str]:

@@ -174,3 +174,52 @@ def test_an_mpeg2_source_with_a_bt470bg_transfer_is_encoded_with_its_tags(tmp_pa
     v = probe.probe(out).video
     assert (v.color_primaries, v.color_transfer, v.color_space, v.color_range) == (
         "bt470bg", "bt470bg", "bt470bg", "tv")
+
+
+@pytest.fixture(scope="module")
+def full_range(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Full-range sources: an Android-style yuvj420p H.264, and yuv420p tagged pc."""
+    d = tmp_path_factory.mktemp("full")
+    out = {"yuvj420p": d / "camera.mp4", "pc": d / "pc.mkv"}
+    ffmpeg(*LAVFI, "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+           "-pix_fmt", "yuvj420p", str(out["yuvj420p"]))
+    ffmpeg(*LAVFI, "-t", "2", "-c:v", "ffv1", "-g", "25", "-pix_fmt", "yuv420p",
+           "-color_range", "pc", str(out["pc"]))
+    return out
+
+
+LOSSLESS: dict[str, dict[str, Any]] = {
+    "ffv1": {},
+    "libx264": {"crf": 0},
+    "libx265": {"video_opts": (("x265-params", "lossless=1:log-level=error"),)},
+    "libvpx-vp9": {"video_opts": (("lossless", "1"), ("deadline", "realtime"),
+                                  ("cpu-used", "8"))},
+}
+
+
+@pytest.mark.parametrize("codec", sorted(LOSSLESS))
+@pytest.mark.parametrize("kind", ["yuvj420p", "pc"])
+def test_a_full_range_source_keeps_its_values_and_its_range_tag(
+        full_range: dict[str, Path], tmp_path: Path, kind: str, codec: str) -> None:
+    src = full_range[kind]
+    out = tmp_path / ("out.webm" if codec == "libvpx-vp9" else "out.mkv")
+    round_trip(src, out, chunk_seconds=0.5, video_codec=codec, **LOSSLESS[codec])
+    assert probe.probe(out).video.color_range == "pc"
+    assert shown(out) == shown(src)  # the decoded planes, bit for bit
+
+
+def _luma_range(path: Path) -> tuple[float, float]:
+    done = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vf",
+                           "signalstats,metadata=print:file=-", "-frames:v", "1", "-f", "null",
+                           "-"], check=True, capture_output=True, text=True)
+    stats = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    return float(stats["lavfi.signalstats.YMIN"]), float(stats["lavfi.signalstats.YMAX"])
+
+
+def test_a_lossy_encode_of_a_full_range_source_spans_the_same_values(
+        full_range: dict[str, Path], tmp_path: Path) -> None:
+    src = full_range["yuvj420p"]
+    out = tmp_path / "out.mkv"
+    round_trip(src, out, chunk_seconds=0.5, video_codec="libx264", crf=18)
+    (lo, hi), (src_lo, src_hi) = _luma_range(out), _luma_range(src)
+    assert abs(lo - src_lo) <= 4 and abs(hi - src_hi) <= 4

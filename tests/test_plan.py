@@ -275,3 +275,15 @@ def test_a_color_value_no_encoder_option_knows_is_left_out_with_a_warning() -> N
     spec = JobSpec(job_id="j", input="/in.mkv", output="/out.mkv")
     warnings = plan_job(src, spec, chunk_seconds=1, min_chunk_frames=12).warnings
     assert any("some-new-curve" in w and "left out" in w for w in warnings)
+
+
+def test_a_full_range_yuvj_source_is_handed_to_the_encoder_as_yuv_without_a_range_conversion(
+) -> None:
+    v = video(pix_fmt="yuvj420p")
+    assert profiles.range_filters(v) == [
+        ("scale", (), {"in_range": "full", "out_range": "full"}), ("format", ("yuv420p",), {})]
+    assert profiles.range_filters(video(pix_fmt="yuv420p", color_range="pc"), (64, 48)) == [
+        ("scale", (64, 48), {"in_range": "full", "out_range": "full"}), ("setsar", (1,), {})]
+    assert profiles.range_filters(video(pix_fmt="yuv420p")) == []
+    args = profiles.color_args(v)
+    assert args[args.index("-color_range:v") + 1] == "pc"

@@ -126,9 +126,8 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
         trim["end_pts"] = chunk.end_pts
     if trim:
         stream = stream.filter("trim", **trim)
-    if opts.scale is not None:
-        w, h = opts.scale
-        stream = stream.filter("scale", w, h).filter("setsar", 1)
+    for name, args, kwargs in profiles.range_filters(v, opts.scale):
+        stream = stream.filter(name, *args, **kwargs)
     for name, args in profiles.upload_filters(opts.video_codec):
         stream = stream.filter(name, *args)
     out_kwargs: dict[str, object] = {"vcodec": opts.video_codec, "fps_mode": "passthrough",
