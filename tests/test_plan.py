@@ -287,3 +287,17 @@ def test_a_full_range_yuvj_source_is_handed_to_the_encoder_as_yuv_without_a_rang
     assert profiles.range_filters(video(pix_fmt="yuv420p")) == []
     args = profiles.color_args(v)
     assert args[args.index("-color_range:v") + 1] == "pc"
+
+
+def test_a_frame_count_mismatch_blames_the_file_only_when_ffmpeg_reported_decode_errors() -> None:
+    src = ProbeResult(path="/in.mkv", size=1, format_name="matroska", video=video())
+    jp = plan_job(src, JobSpec(job_id="j", input="/in.mkv", output="/out.mkv"), chunk_seconds=2,
+                  min_chunk_frames=12)
+    chunk = jp.chunks[1]
+    damaged = encode.mismatch(jp, chunk, chunk.frames - 1, [
+        "[h264 @ 0x55d1] error while decoding MB 5 3", "[h264 @ 0x55d1] concealing 10 errors"])
+    assert "ffmpeg reports decode errors near" in str(damaged)
+    assert "error while decoding MB 5 3" in str(damaged) and "damaged" in str(damaged)
+    ours = encode.mismatch(jp, chunk, chunk.frames - 1, ["[libx264 @ 0x1] some note"])
+    assert "damaged" not in str(ours) and "mediatasks bug" in str(ours)
+    assert "mediatasks probe FILE --json" in str(ours) and "\n" not in str(ours)
