@@ -223,3 +223,58 @@ def test_a_lossy_encode_of_a_full_range_source_spans_the_same_values(
     round_trip(src, out, chunk_seconds=0.5, video_codec="libx264", crf=18)
     (lo, hi), (src_lo, src_hi) = _luma_range(out), _luma_range(src)
     assert abs(lo - src_lo) <= 4 and abs(hi - src_hi) <= 4
+
+
+ONE = 65536
+MATRICES = {"90": (0, ONE, 0, -ONE, 0, 0, 0, 0, 1 << 30),
+            "-90": (0, -ONE, 0, ONE, 0, 0, 0, 0, 1 << 30),
+            "180": (-ONE, 0, 0, 0, -ONE, 0, 0, 0, 1 << 30)}
+OUTPUTS = {"mkv": ("ffv1", {}), "webm": ("libvpx-vp9", LOSSLESS["libvpx-vp9"]),
+           "mp4": ("libx264", {"crf": 0})}
+
+
+@pytest.fixture(scope="module")
+def turned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Sources whose display matrix turns the picture (as a phone held upright writes it)."""
+    from mediatasks.isobmff import set_display_matrix
+
+    d = tmp_path_factory.mktemp("turned")
+    out = {}
+    for name, matrix in MATRICES.items():
+        out[name] = d / f"turned{name}.mp4"
+        ffmpeg(*LAVFI, "-t", "2", *X264, "-g", "25", str(out[name]))
+        set_display_matrix(out[name], matrix)
+    return out
+
+
+@pytest.mark.parametrize("ext", sorted(OUTPUTS))
+@pytest.mark.parametrize("angle", sorted(MATRICES))
+def test_a_turned_source_is_displayed_the_same_in_every_container(
+        turned: dict[str, Path], tmp_path: Path, angle: str, ext: str) -> None:
+    src = turned[angle]
+    codec, options = OUTPUTS[ext]
+    out = tmp_path / f"out.{ext}"
+    jp = round_trip(src, out, chunk_seconds=0.5, video_codec=codec, **options)
+    assert bool(jp.display_filters) == (ext != "mp4")
+    assert shown(out, autorotate=True) == shown(src, autorotate=True)
+
+
+def test_a_phone_recording_with_rotation_and_an_edit_list_keeps_its_displayed_frames(
+        tmp_path: Path) -> None:
+    """10-bit HEVC HLG with B-frames, turned 90 degrees, cut with -c copy (an edit list)."""
+    whole = tmp_path / "whole.mov"
+    ffmpeg(*LAVFI, "-t", "3", "-c:v", "libx265", "-preset", "ultrafast", "-g", "30",
+           "-x265-params", "log-level=error:bframes=3", "-pix_fmt", "yuv420p10le",
+           "-color_primaries", "bt2020", "-color_trc", "arib-std-b67", "-colorspace", "bt2020nc",
+           "-metadata:s:v", "rotate=90", str(whole))
+    src = tmp_path / "phone.mov"
+    ffmpeg("-ss", "0.7", "-i", str(whole), "-c", "copy", "-metadata:s:v", "rotate=90", str(src))
+    v = probe.probe(src).video
+    assert v.rotation and v.discarded_packets > 0
+    for ext, codec, options in (("mkv", "ffv1", {}), ("mov", "libx265", LOSSLESS["libx265"])):
+        out = tmp_path / f"out.{ext}"
+        jp = round_trip(src, out, chunk_seconds=0.3, video_codec=codec, **options)
+        assert jp.frame_count == len(shown(src))
+        assert shown(out, autorotate=True) == shown(src, autorotate=True)
+        o = probe.probe(out).video
+        assert (o.color_transfer, o.color_primaries) == ("arib-std-b67", "bt2020")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -301,3 +302,30 @@ def test_a_frame_count_mismatch_blames_the_file_only_when_ffmpeg_reported_decode
     ours = encode.mismatch(jp, chunk, chunk.frames - 1, ["[libx264 @ 0x1] some note"])
     assert "damaged" not in str(ours) and "mediatasks bug" in str(ours)
     assert "mediatasks probe FILE --json" in str(ours) and "\n" not in str(ours)
+
+
+def test_a_display_matrix_becomes_the_filters_ffmpeg_autorotation_uses() -> None:
+    one = 65536
+    assert mux.display_filters((0, one, 0, -one, 0, 0, 0, 0, 1 << 30)) == ("transpose=clock",)
+    assert mux.display_filters((0, -one, 0, one, 0, 0, 0, 0, 1 << 30)) == ("transpose=cclock",)
+    assert mux.display_filters((-one, 0, 0, 0, -one, 0, 0, 0, 1 << 30)) == ("hflip", "vflip")
+    assert mux.display_filters((0, one, 0, one, 0, 0, 0, 0, 1 << 30)) == (
+        "transpose=cclock_flip",)
+    assert mux.display_filters((one, 0, 0, 0, one, 0, 0, 0, 1 << 30)) == ()
+    assert mux.display_filters(None) == ()
+
+
+def test_rotation_is_applied_to_the_pixels_only_for_a_container_that_cannot_store_it() -> None:
+    turned = video(rotation=270, display_matrix=(0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30))
+    src = ProbeResult(path="/in.mp4", size=1, format_name="mov", video=turned)
+    for out, want in (("/o.mkv", ("transpose=clock",)), ("/o.webm", ("transpose=clock",)),
+                      ("/o.mp4", ()), ("/o.mov", ())):
+        codec = "libvpx-vp9" if out.endswith("webm") else "libx264"
+        spec = JobSpec(job_id="j", input="/in.mp4", output=out,
+                       options=EncodeOptions(video_codec=codec))
+        jp = plan_job(src, spec, chunk_seconds=2, min_chunk_frames=12)
+        assert jp.display_filters == want
+        argv = encode.encode_args(jp, jp.chunks[1], encode.chunk_path(Path("/j"), 1),
+                                  seek_pts=jp.chunks[1].seek_pts)
+        assert ("transpose=clock" in " ".join(argv)) == bool(want)
+        assert any("display matrix is applied" in w for w in jp.warnings) == bool(want)

@@ -45,6 +45,8 @@ def fingerprint(plan: JobPlan, chunk: Chunk) -> str:
     data = {"source": str(src), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "options": plan.spec.options.model_dump(mode="json"),
             "chunk": chunk.model_dump(mode="json")}
+    if plan.display_filters:  # turned pixels are other pixels
+        data["display_filters"] = list(plan.display_filters)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -126,6 +128,9 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
         trim["end_pts"] = chunk.end_pts
     if trim:
         stream = stream.filter("trim", **trim)
+    for spec in plan.display_filters:  # the rotation a Matroska output cannot store
+        name, _, arg = spec.partition("=")
+        stream = stream.filter(name, *([arg] if arg else []))
     for name, args, kwargs in profiles.range_filters(v, opts.scale):
         stream = stream.filter(name, *args, **kwargs)
     for name, args in profiles.upload_filters(opts.video_codec):
