@@ -278,3 +278,26 @@ def test_a_phone_recording_with_rotation_and_an_edit_list_keeps_its_displayed_fr
         assert shown(out, autorotate=True) == shown(src, autorotate=True)
         o = probe.probe(out).video
         assert (o.color_transfer, o.color_primaries) == ("arib-std-b67", "bt2020")
+
+
+@pytest.mark.parametrize("name", ["cut", "negative"])
+def test_mediatasks_run_keeps_every_frame_of_a_file_cut_with_an_edit_list(
+        edited: dict[str, Path], tmp_path: Path, name: str) -> None:
+    """End to end, as a user runs it: the private broker, a real worker, the whole canvas."""
+    import json
+    import os
+    import sys
+
+    out = tmp_path / "out.mkv"
+    tmp = tmp_path / "t"
+    tmp.mkdir()
+    done = subprocess.run([str(Path(sys.executable).with_name("mediatasks")), "run",
+                           str(edited[name]), "-o", str(out), "--video-codec", "ffv1",
+                           "--chunk-seconds", "0.5", "--json"], capture_output=True, text=True,
+                          timeout=240, stdin=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp)))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    want = shown(edited[name])
+    assert result["frames_in"] == result["frames_out"] == len(want)
+    assert result["warnings"] == []
+    assert shown(out) == want
