@@ -329,3 +329,14 @@ def test_rotation_is_applied_to_the_pixels_only_for_a_container_that_cannot_stor
                                   seek_pts=jp.chunks[1].seek_pts)
         assert ("transpose=clock" in " ".join(argv)) == bool(want)
         assert any("display matrix is applied" in w for w in jp.warnings) == bool(want)
+
+
+def test_a_policy_scale_is_for_the_picture_as_stored_and_the_turn_comes_after_it() -> None:
+    turned = video(display_matrix=(0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30), rotation=270)
+    src = ProbeResult(path="/in.mp4", size=1, format_name="mov", video=turned)
+    spec = JobSpec(job_id="j", input="/in.mp4", output="/o.mkv",
+                   options=EncodeOptions(video_codec="ffv1", scale=(160, 120)))
+    jp = plan_job(src, spec, chunk_seconds=2, min_chunk_frames=12)
+    graph = encode.encode_args(jp, jp.chunks[0], Path("/j/0.nut"), seek_pts=None)
+    graph_text = graph[graph.index("-filter_complex") + 1]
+    assert graph_text.index("scale=160:120") < graph_text.index("transpose=clock")

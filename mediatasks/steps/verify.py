@@ -72,9 +72,8 @@ def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
                                      path=subject)
     video = videos[0]
     src_size = plan.spec.options.scale or (plan.source.video.width, plan.source.video.height)
-    if plan.spec.options.scale is None and any(f.startswith("transpose")
-                                               for f in plan.display_filters):
-        src_size = (src_size[1], src_size[0])  # turned a quarter in the pixels
+    if any(f.startswith("transpose") for f in plan.display_filters):
+        src_size = (src_size[1], src_size[0])  # turned a quarter in the pixels, after any scale
     out_size = (int(video.get("width") or 0), int(video.get("height") or 0))
     if out_size != src_size:
         raise VerificationFailed(f"the output is {out_size[0]}x{out_size[1]}, the source "
