@@ -30,21 +30,32 @@ def is_full_range(video: VideoInfo) -> bool:
     return video.pix_fmt in FULL_RANGE_FORMATS or video.color_range == "pc"
 
 
-def range_filters(video: VideoInfo, scale: tuple[int, int] | None = None
-                  ) -> list[tuple[str, tuple[object, ...], dict[str, object]]]:
-    """Filters (name, args, kwargs) that scale and hand the encoder a yuv* format, keeping a
-    full-range source full range: a yuvj* format becomes its yuv* twin, values untouched."""
+Filter = tuple[str, tuple[object, ...], dict[str, object]]  # name, args, kwargs
+
+
+def picture_filters(video: VideoInfo, scale: tuple[int, int] | None = None,
+                    turn: tuple[str, ...] = ()) -> list[Filter]:
+    """The filters between the trim and the encoder: a policy's scale, then the display filters
+    (``turn``: 'transpose=clock', 'hflip', ...) of an output that cannot store the rotation.
+
+    A full-range source stays full range: a yuvj* format becomes its yuv* twin with the values
+    untouched, every scale keeps the range, and a last range-keeping scale makes any conversion
+    to a format the encoder takes (the automatic one would squeeze the values into limited range).
+    """
     full = is_full_range(video)
-    size: tuple[object, ...] = scale if scale is not None else ()
-    out: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
-    if full and (scale is not None or video.pix_fmt in FULL_RANGE_FORMATS):
-        out.append(("scale", size, {"in_range": "full", "out_range": "full"}))
-    elif scale is not None:
-        out.append(("scale", size, {}))
-    if video.pix_fmt in FULL_RANGE_FORMATS:
-        out.append(("format", (FULL_RANGE_FORMATS[video.pix_fmt],), {}))
+    keep: dict[str, object] = {"in_range": "full", "out_range": "full"} if full else {}
+    out: list[Filter] = []
+    if full:
+        out.append(("scale", (), keep))
+        if video.pix_fmt in FULL_RANGE_FORMATS:
+            out.append(("format", (FULL_RANGE_FORMATS[video.pix_fmt],), {}))
     if scale is not None:
-        out.append(("setsar", (1,), {}))
+        out += [("scale", scale, keep), ("setsar", (1,), {})]
+    for spec in turn:
+        name, _, arg = spec.partition("=")
+        out.append((name, (arg,) if arg else (), {}))
+    if full and (scale is not None or turn):
+        out.append(("scale", (), keep))
     return out
 
 

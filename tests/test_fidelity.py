@@ -301,3 +301,30 @@ def test_mediatasks_run_keeps_every_frame_of_a_file_cut_with_an_edit_list(
     assert result["frames_in"] == result["frames_out"] == len(want)
     assert result["warnings"] == []
     assert shown(out) == want
+
+
+def test_a_full_range_source_keeps_its_range_through_a_chroma_conversion_the_encoder_needs(
+        tmp_path: Path) -> None:
+    src = tmp_path / "pc422.mkv"  # libvpx (VP8) takes 4:2:0 only
+    ffmpeg(*LAVFI, "-t", "1", "-c:v", "ffv1", "-pix_fmt", "yuv422p", "-color_range", "pc",
+           str(src))
+    out = tmp_path / "out.webm"
+    round_trip(src, out, chunk_seconds=0.5, video_codec="libvpx", crf=4,
+               video_opts=(("b:v", "2M"),))
+    assert probe.probe(out).video.color_range == "pc"
+    (lo, hi), (src_lo, src_hi) = _luma_range(out), _luma_range(src)
+    assert abs(lo - src_lo) <= 4 and abs(hi - src_hi) <= 4
+
+
+def test_a_turned_full_range_phone_video_into_matroska_is_bit_exact_as_displayed(
+        full_range: dict[str, Path], tmp_path: Path) -> None:
+    from mediatasks.isobmff import set_display_matrix
+
+    src = tmp_path / "portrait.mp4"
+    shutil.copy(full_range["yuvj420p"], src)
+    set_display_matrix(src, MATRICES["90"])
+    out = tmp_path / "out.mkv"
+    jp = round_trip(src, out, chunk_seconds=0.5)
+    assert jp.display_filters == ("transpose=clock",)
+    assert probe.probe(out).video.color_range == "pc"
+    assert shown(out, autorotate=True) == shown(src, autorotate=True)

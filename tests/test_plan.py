@@ -280,12 +280,15 @@ def test_a_color_value_no_encoder_option_knows_is_left_out_with_a_warning() -> N
 
 def test_a_full_range_yuvj_source_is_handed_to_the_encoder_as_yuv_without_a_range_conversion(
 ) -> None:
+    keep = {"in_range": "full", "out_range": "full"}
     v = video(pix_fmt="yuvj420p")
-    assert profiles.range_filters(v) == [
-        ("scale", (), {"in_range": "full", "out_range": "full"}), ("format", ("yuv420p",), {})]
-    assert profiles.range_filters(video(pix_fmt="yuv420p", color_range="pc"), (64, 48)) == [
-        ("scale", (64, 48), {"in_range": "full", "out_range": "full"}), ("setsar", (1,), {})]
-    assert profiles.range_filters(video(pix_fmt="yuv420p")) == []
+    assert profiles.picture_filters(v) == [("scale", (), keep), ("format", ("yuv420p",), {})]
+    # every scale keeps the range, and a last one makes the encoder's conversion keep it too
+    assert profiles.picture_filters(video(pix_fmt="yuv420p", color_range="pc"), (64, 48),
+                                    ("transpose=clock",)) == [
+        ("scale", (), keep), ("scale", (64, 48), keep), ("setsar", (1,), {}),
+        ("transpose", ("clock",), {}), ("scale", (), keep)]
+    assert profiles.picture_filters(video(pix_fmt="yuv420p")) == []
     args = profiles.color_args(v)
     assert args[args.index("-color_range:v") + 1] == "pc"
 

@@ -128,13 +128,8 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
         trim["end_pts"] = chunk.end_pts
     if trim:
         stream = stream.filter("trim", **trim)
-    for name, args, kwargs in profiles.range_filters(v, opts.scale):
+    for name, args, kwargs in profiles.picture_filters(v, opts.scale, plan.display_filters):
         stream = stream.filter(name, *args, **kwargs)
-    # The rotation a Matroska output cannot store, after any scale (a policy's size is for the
-    # picture as stored).
-    for spec in plan.display_filters:
-        name, _, arg = spec.partition("=")
-        stream = stream.filter(name, *([arg] if arg else []))
     for name, args in profiles.upload_filters(opts.video_codec):
         stream = stream.filter(name, *args)
     out_kwargs: dict[str, object] = {"vcodec": opts.video_codec, "fps_mode": "passthrough",
