@@ -33,8 +33,8 @@ from __future__ import annotations
 from pathlib import Path
 
 # The hint of a failure that is ours, not the file's: what to send with the report.
-REPORT_HINT = ("ffmpeg decodes the source without an error, so this is a mediatasks bug: please "
-               "report it with the output of 'mediatasks probe FILE --json' and 'ffmpeg -version'")
+REPORT_HINT = ("a mediatasks bug, not a damaged file: please report it with the output of "
+               "'mediatasks probe FILE --json' and 'ffmpeg -version'")
 
 
 class MediatasksError(Exception):

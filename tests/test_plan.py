@@ -303,7 +303,8 @@ def test_a_frame_count_mismatch_blames_the_file_only_when_ffmpeg_reported_decode
     assert "ffmpeg reports decode errors near" in str(damaged)
     assert "error while decoding MB 5 3" in str(damaged) and "damaged" in str(damaged)
     ours = encode.mismatch(jp, chunk, chunk.frames - 1, ["[libx264 @ 0x1] some note"])
-    assert "damaged" not in str(ours) and "mediatasks bug" in str(ours)
+    assert "the file is damaged" not in str(ours) and "mediatasks bug" in str(ours)
+    assert "ffmpeg reported no decode error" in str(ours)
     assert "mediatasks probe FILE --json" in str(ours) and "\n" not in str(ours)
 
 

@@ -73,4 +73,4 @@ def test_a_chunk_short_of_its_frames_without_a_decode_error_is_reported_as_our_b
     plan.save_plan(jp, tmp_path / "job")
     with pytest.raises(FrameCountMismatch) as got:
         encode.encode_chunk(jp, wrong, tmp_path / "job")
-    assert "damaged" not in str(got.value) and "mediatasks bug" in str(got.value)
+    assert "the file is damaged" not in str(got.value) and "mediatasks bug" in str(got.value)

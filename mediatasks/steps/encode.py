@@ -177,7 +177,8 @@ def mismatch(plan: JobPlan, chunk: Chunk, frames: int, stderr_tail: Sequence[str
         return FrameCountMismatch(f"{head}: ffmpeg reports decode errors{at}: {errors[0]}",
                                   path=plan.spec.input,
                                   hint="the file is damaged; remux or repair it")
-    return FrameCountMismatch(f"{head}{at}", path=plan.spec.input, hint=REPORT_HINT)
+    return FrameCountMismatch(f"{head}{at}, and ffmpeg reported no decode error",
+                              path=plan.spec.input, hint=REPORT_HINT)
 
 
 def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "ffmpeg",
