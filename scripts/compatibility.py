@@ -85,9 +85,12 @@ def video_index(path: Path) -> str:
 
 
 def pix_fmt(path: Path) -> str:
-    return subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                           "stream=pix_fmt", "-of", "csv=p=0", str(path)], capture_output=True,
-                          text=True).stdout.strip()
+    # JSON, not CSV: a stream with side data (a rotation) adds fields to a CSV line.
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "stream=pix_fmt", "-of", "json", str(path)], capture_output=True,
+                         text=True).stdout
+    streams = json.loads(out or "{}").get("streams") or [{}]
+    return str(streams[0].get("pix_fmt", ""))
 
 
 def check(src: Path, tmp: Path) -> dict[str, object]:
