@@ -3,8 +3,11 @@ encode, concat, mux, verify, in this process) and come out with the frames ffmpe
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,11 @@ LAVFI = ["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25"]
 X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 
 
-def shown(path: Path, *, autorotate: bool = False, pix_fmt: str | None = None) -> list[str]:
-    """MD5 of every frame ffmpeg presents for ``path`` (edit list applied), in order."""
+def shown(path: Path, *, autorotate: bool = False) -> list[str]:
+    """MD5 of every frame ffmpeg presents for ``path`` (edit list applied), in order; with
+    ``autorotate``, as displayed (ffmpeg's default rotation by the display matrix)."""
     argv = ["ffmpeg", "-nostdin", "-v", "error", *([] if autorotate else ["-noautorotate"]),
             "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough"]
-    if pix_fmt:
-        argv += ["-pix_fmt", pix_fmt]
     done = subprocess.run([*argv, "-f", "framemd5", "-"], check=True, capture_output=True,
                           text=True)
     return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines()
@@ -284,10 +286,6 @@ def test_a_phone_recording_with_rotation_and_an_edit_list_keeps_its_displayed_fr
 def test_mediatasks_run_keeps_every_frame_of_a_file_cut_with_an_edit_list(
         edited: dict[str, Path], tmp_path: Path, name: str) -> None:
     """End to end, as a user runs it: the private broker, a real worker, the whole canvas."""
-    import json
-    import os
-    import sys
-
     out = tmp_path / "out.mkv"
     tmp = tmp_path / "t"
     tmp.mkdir()
