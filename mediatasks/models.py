@@ -221,6 +221,9 @@ class JobPlan(Frozen):
     subtitles: tuple[SubtitleAction, ...] = ()
     keep_attachments: bool = True
     warnings: tuple[str, ...] = ()
+    # Filters that apply the source's display matrix to the pixels, for an output container that
+    # cannot store the matrix (Matroska, WebM): 'transpose=clock', 'hflip', ...
+    display_filters: tuple[str, ...] = ()
 
     @property
     def split(self) -> bool:

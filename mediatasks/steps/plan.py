@@ -130,11 +130,16 @@ def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
         for a in mux.subtitle_actions(source, fmt, subject=spec.input))
     mux.check_audio(source, fmt, spec.options.audio_codec, subject=spec.input)
     warnings = list(mux.container_warnings(source, fmt, spec.options.video_codec))
+    warnings += profiles.color_warnings(source.video)
     warnings += [f"subtitle stream #{a.index}: {a.reason}" for a in subtitles
                  if a.reason and a.index not in spec.options.drop_subtitles]
     if source.video.skipped_frames:
         warnings.append(f"{source.video.skipped_frames} frame(s) before the first keyframe cannot "
                         "be decoded (the recording starts mid-GOP) and are left out")
+    turn = mux.pixel_turn(source, fmt, spec.options.video_codec)
+    if turn:
+        warnings.append(f"the source's display matrix is applied to the pixels "
+                        f"({', '.join(turn)}): {fmt} cannot store it")
     if source.video.split_blocker and len(chunks) == 1:
         warnings.append(f"encoded as one chunk: {source.video.split_blocker}")
     return JobPlan(
@@ -148,6 +153,7 @@ def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
         subtitles=subtitles,
         keep_attachments=fmt == "matroska",
         warnings=tuple(warnings),
+        display_filters=turn,
     )
 
 
