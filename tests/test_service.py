@@ -27,7 +27,7 @@ from mediatasks.service.runs import result_of
 
 
 def spec(job_id: str = "j1", **kw: object) -> JobSpec:
-    return JobSpec(job_id=job_id, input="/in.mkv", output="/out.mkv",
+    return JobSpec(job_id=job_id, input="/in.mkv", output=f"/out-{job_id}.mkv",
                    options=EncodeOptions(video_codec="libx264"), **kw)  # type: ignore[arg-type]
 
 

@@ -19,6 +19,7 @@ from mediatasks.cluster.app import app
 from mediatasks.cluster.failures import describe
 from mediatasks.cluster.workers import check_encoder_here
 from mediatasks.errors import (
+    BrokerUnavailable,
     HardwareUnavailable,
     InvalidOptions,
     JobCancelled,
@@ -133,7 +134,8 @@ class JobTask(Task):  # type: ignore[misc]
                    einfo: Any) -> None:
         self._record(exc, kwargs)
         spec = (kwargs or {}).get("spec") or {}
-        if isinstance(spec, dict) and spec.get("job_id") and not isinstance(exc, JobCancelled):
+        if isinstance(spec, dict) and spec.get("job_id") and not isinstance(exc, JobCancelled) \
+                and not _lost_connection(exc):
             message = describe(exc, self.name)
             report("the failure", lambda s: s.failed(str(spec["job_id"]), message,
                                                      attempt=int(spec.get("attempt") or 0)))
@@ -158,6 +160,17 @@ def _trust(task: Task, spec: dict[str, Any]) -> None:
         reason = " ".join(str(exc).split())[:500]
         log.error("%s[%s]: message rejected: %s", task.name, task.request.id, reason)
         raise Reject(reason, requeue=False) from None
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """This worker lost the broker (cut off the network): its unacknowledged task goes to another
+    worker, so the job has not failed. A job nobody finishes is found stalled instead."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, (BrokerUnavailable, OperationalError, RedisConnectionError,
+                            RedisTimeoutError, ConnectionError))
 
 
 def _spec(spec: dict[str, Any]) -> JobSpec:
