@@ -245,6 +245,7 @@ def test_a_worker_host_cut_off_mid_encode_costs_the_visibility_timeout_and_corru
                 and time.monotonic() - back_at > VISIBILITY_TIMEOUT + 5):
             break
         time.sleep(0.5)
+    assert stale.search(cluster.log("a")), f"A's stale task never ended: {cluster.log('a')[-2000:]}"
     assert cluster.services["a"].alive(), cluster.services["a"].log_tail()
     assert sha256(out) == published
     assert sorted(p.name for p in out_dir.iterdir()) == ["out.mkv"]
@@ -252,8 +253,8 @@ def test_a_worker_host_cut_off_mid_encode_costs_the_visibility_timeout_and_corru
     assert not (cluster.root / "work" / job_id).exists(), "the job's work files came back"
     shown = cluster.mt("events", job_id, "--json")
     events = [json.loads(line) for line in shown.stdout.splitlines()]
-    after = [e["type"] for e in events[[e["type"] for e in events].index("job.succeeded") + 1:]]
-    assert not [t for t in after if t.startswith("job.")], after
+    # Nor its history: A's late chunk reports are dropped, the job's log ends with its end.
+    assert events[-1]["type"] == "job.succeeded", [e["type"] for e in events[-5:]]
 
 
 def _packets(path: Path) -> int:
