@@ -41,6 +41,10 @@ def pix_fmt(path: Path) -> str:
                           text=True).stdout.strip()
 
 
+def corpus_files(corpus: Path) -> list[Path]:
+    return sorted(p for p in corpus.rglob("*") if p.is_file() and p.name != "README.md")
+
+
 def check(src: Path, tmp: Path) -> dict[str, object]:
     out = tmp / "out.mkv"
     started = time.monotonic()
@@ -68,7 +72,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "compatibility.md")
     a = ap.parse_args()
-    files = sorted(p for p in a.corpus.rglob("*") if p.is_file() and p.name != "README.md")
+    files = corpus_files(a.corpus)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
