@@ -35,7 +35,7 @@ def vhost(rig: RabbitRig) -> str:
 
 COUNTDOWN = """
 from mediatasks.cluster.app import app
-result = app.send_task("mediatasks.cleanup", kwargs={"job_id": "none"}, queue="io", countdown=2)
+result = app.send_task("mediatasks.cleanup", kwargs={"job_id": "0" * 32}, queue="io", countdown=2)
 result.get(timeout=60)
 print(result.state)
 """
