@@ -7,7 +7,7 @@ redis-server and start it again on its append-only file, or FLUSHALL it (the job
 stalled and sent again); on RabbitMQ (a vhost of the trial's own, guest on 127.0.0.1:5672), kill -9
 a whole worker. A trial is survived when the job ends succeeded with every frame. Recovery time is
 from the fault to the job's end. The corpus totals are measured by running the corpus (or a sample
-of it: 16 files spread evenly by default, since the whole takes about 25 min on two cores)
+of it: 16 files spread evenly by default, since the whole takes over 20 min on two cores)
 through scripts/compatibility.py's check.
 
     .venv/bin/python scripts/reliability.py [--kills 3] [--pool-kills 2] [--restarts 4]
@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--visibility-timeout", type=int, default=30)
     ap.add_argument("--rabbitmq-visibility-timeout", type=int, default=3600)
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    # The whole corpus takes about 25 min on a loaded 2-core machine (25 s a file): a sample
+    # The whole corpus takes over 20 min on a loaded 2-core machine (21-25 s a file): a sample
     # by default keeps the run under half an hour.
     ap.add_argument("--corpus-sample", type=int, default=16, metavar="N",
                     help="run N files of the corpus, spread evenly (default 16; 0: every file)")
