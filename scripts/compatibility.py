@@ -93,6 +93,10 @@ def pix_fmt(path: Path) -> str:
     return str(streams[0].get("pix_fmt", ""))
 
 
+def corpus_files(corpus: Path) -> list[Path]:
+    return sorted(p for p in corpus.rglob("*") if p.is_file() and p.name != "README.md")
+
+
 def check(src: Path, tmp: Path) -> dict[str, object]:
     out = tmp / "out.mkv"
     started = time.monotonic()
@@ -123,7 +127,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "compatibility.md")
     a = ap.parse_args()
-    files = sorted(p for p in a.corpus.rglob("*") if p.is_file() and p.name != "README.md")
+    files = corpus_files(a.corpus)
     sections: list[tuple[str, list[tuple[str, dict[str, object]]]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         made = Path(tmp) / "generated"
