@@ -116,7 +116,8 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
     """
     v = plan.source.video
     opts = plan.spec.options
-    in_kwargs: dict[str, object] = {"noautorotate": None}
+    # The file protocol only (see runner.FILE_ONLY); no autorotation: the plan turns the pixels.
+    in_kwargs: dict[str, object] = {"noautorotate": None, "protocol_whitelist": "file"}
     ss = seek_seconds(plan, seek_pts)
     if ss is not None:
         in_kwargs.update(ss=ss, noaccurate_seek=None)

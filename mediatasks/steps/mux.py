@@ -189,7 +189,7 @@ def mux_args(plan: JobPlan, video: Path, audio: AudioResult, out: Path, *,
         args += ["-i", str(audio.path)]
         audio_input = 0 if remux else 1
     s_in = (0 if remux else 1) + (1 if audio.path else 0)
-    args += ["-i", runner.media_url(src.path)]
+    args += runner.source_input(src.path)
     # (input, stream index in that input) for every output stream, in output order.
     streams: list[tuple[int, int]] = [(s_in, v.index) if remux else (0, 0)]
     if audio_input is not None:

@@ -111,6 +111,28 @@ def check_source(path: str | Path) -> Path:
     return p
 
 
+# Formats whose file names other files or URLs for ffmpeg to read: a job reads one file only.
+INDIRECT = {"hls": "an HLS playlist", "applehttp": "an HLS playlist", "dash": "a DASH manifest",
+            "concat": "a concat list", "ffconcat": "a concat list", "tee": "a tee list",
+            "webm_dash_manifest": "a DASH manifest", "sdp": "an SDP session description",
+            "rtp": "an RTP session", "rtsp": "an RTSP session", "image2": "an image sequence",
+            "subfile": "a subfile reference", "data": "raw data"}
+
+
+def refuse_indirection(format_name: str, path: Path) -> None:
+    """Raise UndecodableMedia when the source is a playlist or list of other files, whatever
+    its extension.
+
+    Raises:
+        UndecodableMedia: naming what the file is.
+    """
+    for name in format_name.split(","):
+        if name in INDIRECT:
+            raise UndecodableMedia(f"is {INDIRECT[name]} ({name}), which points at other files; "
+                                   "mediatasks reads a single video file", path=path,
+                                   hint="give the video file itself")
+
+
 def _ffprobe_json(argv: list[str], path: Path) -> dict[str, Any]:
     try:
         done = runner.run(argv, subject=path, keep_stdout=True, timeout=600)
@@ -137,6 +159,7 @@ def probe(path: str | Path, *, ffprobe: str = "ffprobe") -> ProbeResult:
     """
     src = check_source(path)
     info = _ffprobe_json(container_args(ffprobe, src), src)
+    refuse_indirection(str(info.get("format", {}).get("format_name", "")), src)
     vindex = int(video_stream(info, src)["index"])
     packets = runner.run(packet_args(ffprobe, src, vindex), subject=src, keep_stdout=True,
                          check=False, timeout=3600)
