@@ -171,7 +171,7 @@ class JobService(JobReader):
         """
         record = self.get(job_id)
         check_transition(job_id, record.status, "queued",
-                         hint="only a failed or cancelled job can be retried")
+                         hint="only a failed, cancelled or stalled job can be retried")
         spec = JobSpec.model_validate(record.settings)
         if check is not None:
             check(spec)
