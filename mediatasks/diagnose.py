@@ -74,6 +74,18 @@ def out_of_space(stderr_tail: Sequence[str]) -> bool:
     return any("No space left on device" in line for line in stderr_tail)
 
 
+def decode_errors(stderr_tail: Sequence[str], decoder: str) -> list[str]:
+    """The lines of a finished ffmpeg's stderr (run with ``-v error``) in which the decoder
+    reports damaged input: its own log lines (``[h264 @ 0x…] …``) and ffmpeg's
+    "Error while decoding"."""
+    found = []
+    for line in stderr_tail:
+        text = line.strip()
+        if text.startswith(f"[{decoder} @") or "error while decoding" in text.lower():
+            found.append(text)
+    return found
+
+
 def failure_for(
     argv: Sequence[str],
     returncode: int,

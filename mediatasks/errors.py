@@ -35,6 +35,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The hint of a failure that is ours, not the file's: what to send with the report.
+REPORT_HINT = ("a mediatasks bug, not a damaged file: please report it with the output of "
+               "'mediatasks probe FILE --json' and 'ffmpeg -version'")
+
 
 class MediatasksError(Exception):
     """Root of every error mediatasks raises on purpose."""

@@ -180,6 +180,7 @@ class JobSpec(Frozen):
     attempt: int = 0  # raised by every `mediatasks retry`; tasks of an earlier attempt are dropped
     hold: bool = False  # wait in awaiting_approval after the plan, until approved or rejected
     local: bool = False  # run by `mediatasks run` on a private cluster that its own process drives
+    strict: bool = False  # refuse a source that is not whole (cut short, frames missing)
 
 
 class Chunk(Frozen):
@@ -220,6 +221,9 @@ class JobPlan(Frozen):
     subtitles: tuple[SubtitleAction, ...] = ()
     keep_attachments: bool = True
     warnings: tuple[str, ...] = ()
+    # Filters that apply the source's display matrix to the pixels, for an output container that
+    # cannot store the matrix (Matroska, WebM): 'transpose=clock', 'hflip', ...
+    display_filters: tuple[str, ...] = ()
 
     @property
     def split(self) -> bool:

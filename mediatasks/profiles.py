@@ -19,6 +19,46 @@ _CRF = {"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1"
 QUEUES = ("cpu", "gpu", "io")
 
 
+# The deprecated full-range formats: the same planes as their yuv* twins, with the range in the
+# name. Most encoders (ffv1, libaom, SVT-AV1, libvpx) take only the yuv* ones, and the automatic
+# conversion would squeeze the values into limited range.
+FULL_RANGE_FORMATS = {"yuvj420p": "yuv420p", "yuvj422p": "yuv422p", "yuvj444p": "yuv444p",
+                      "yuvj440p": "yuv440p", "yuvj411p": "yuv411p"}
+
+
+def is_full_range(video: VideoInfo) -> bool:
+    return video.pix_fmt in FULL_RANGE_FORMATS or video.color_range == "pc"
+
+
+Filter = tuple[str, tuple[object, ...], dict[str, object]]  # name, args, kwargs
+
+
+def picture_filters(video: VideoInfo, scale: tuple[int, int] | None = None,
+                    turn: tuple[str, ...] = ()) -> list[Filter]:
+    """The filters between the trim and the encoder: a policy's scale, then the display filters
+    (``turn``: 'transpose=clock', 'hflip', ...) of an output that cannot store the rotation.
+
+    A full-range source stays full range: a yuvj* format becomes its yuv* twin with the values
+    untouched, every scale keeps the range, and a last range-keeping scale makes any conversion
+    to a format the encoder takes (the automatic one would squeeze the values into limited range).
+    """
+    full = is_full_range(video)
+    keep: dict[str, object] = {"in_range": "full", "out_range": "full"} if full else {}
+    out: list[Filter] = []
+    if full:
+        out.append(("scale", (), keep))
+        if video.pix_fmt in FULL_RANGE_FORMATS:
+            out.append(("format", (FULL_RANGE_FORMATS[video.pix_fmt],), {}))
+    if scale is not None:
+        out += [("scale", scale, keep), ("setsar", (1,), {})]
+    for spec in turn:
+        name, _, arg = spec.partition("=")
+        out.append((name, (arg,) if arg else (), {}))
+    if full and (scale is not None or turn):
+        out.append(("scale", (), keep))
+    return out
+
+
 def is_hardware(encoder: str) -> bool:
     return encoder.endswith(HARDWARE_SUFFIXES)
 
@@ -114,16 +154,50 @@ def stream_args(opts: EncodeOptions, video: VideoInfo) -> list[str]:
     return args
 
 
+# ffprobe prints libavutil's names (av_color_*_name); the encoder options take their own
+# constants, which differ for a few values (a BT.470 BG transfer is 'gamma28' to -color_trc).
+_SAME = ("bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m")
+COLOR_NAMES: dict[str, dict[str, str]] = {
+    "color_primaries": {n: n for n in (*_SAME, "film", "bt2020", "smpte428", "smpte431",
+                                       "smpte432", "ebu3213", "jedec-p22")},
+    "color_trc": {**{n: n for n in ("bt709", "smpte170m", "smpte240m", "linear", "log100",
+                                    "log316", "iec61966-2-4", "bt1361e", "iec61966-2-1",
+                                    "bt2020-10", "bt2020-12", "smpte2084", "smpte428",
+                                    "arib-std-b67")},
+                  "bt470m": "gamma22", "bt470bg": "gamma28"},
+    "colorspace": {**{n: n for n in ("bt709", "fcc", "bt470bg", "smpte170m", "smpte240m",
+                                     "ycgco", "bt2020nc", "bt2020c", "smpte2085",
+                                     "chroma-derived-nc", "chroma-derived-c", "ictcp")},
+                   "gbr": "rgb"},
+    "color_range": {"tv": "tv", "pc": "pc"},
+}
+_UNSET = {"unknown", "reserved", "unspecified", "N/A"}
+
+
+def _color_values(video: VideoInfo) -> list[tuple[str, str | None]]:
+    return [("color_primaries", video.color_primaries), ("color_trc", video.color_transfer),
+            ("colorspace", video.color_space),
+            ("color_range", "pc" if is_full_range(video) else video.color_range)]
+
+
 def color_args(video: VideoInfo) -> list[str]:
-    """Color description flags: written by the encoder, and restored on stream copy."""
+    """Color description flags: written by the encoder, and restored on stream copy.
+
+    Each value ffprobe names is spelled as the encoder option spells it; one with no such
+    spelling is left out (``color_warnings`` says which).
+    """
     args: list[str] = []
-    for flag, value in (("-color_primaries:v", video.color_primaries),
-                        ("-color_trc:v", video.color_transfer),
-                        ("-colorspace:v", video.color_space),
-                        ("-color_range:v", video.color_range)):
-        if value and value not in {"unknown", "reserved"}:
-            args += [flag, value]
+    for option, value in _color_values(video):
+        if value and value not in _UNSET and value in COLOR_NAMES[option]:
+            args += [f"-{option}:v", COLOR_NAMES[option][value]]
     return args
+
+
+def color_warnings(video: VideoInfo) -> list[str]:
+    """The source's color values that no encoder option can carry: left out, never refused."""
+    return [f"{option} '{value}' of the source is not known to this ffmpeg's encoders: "
+            "left out of the output" for option, value in _color_values(video)
+            if value and value not in _UNSET and value not in COLOR_NAMES[option]]
 
 
 def user_args(opts: EncodeOptions) -> list[str]:

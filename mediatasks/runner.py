@@ -68,6 +68,21 @@ def media_url(path: str | Path) -> str:
     return "file:" + os.path.abspath(os.fspath(path))
 
 
+# A source is opened as a local file and nothing else: a playlist inside it cannot make ffmpeg
+# fetch a URL or run another protocol (http, concat:, subfile:, …).
+FILE_ONLY = ("-protocol_whitelist", "file")
+
+
+def source_input(path: str | Path) -> list[str]:
+    """ffmpeg's input options for a source: the file protocol only, then ``-i file:PATH``."""
+    return [*FILE_ONLY, "-i", media_url(path)]
+
+
+def probe_input(path: str | Path) -> list[str]:
+    """ffprobe's last arguments for a source: the file protocol only, then ``file:PATH``."""
+    return [*FILE_ONLY, media_url(path)]
+
+
 def _set_pdeathsig() -> None:
     """Runs in the child between fork and exec: die with the parent (Linux only)."""
     with contextlib.suppress(Exception):

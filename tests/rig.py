@@ -1,5 +1,6 @@
 """A cluster to break: a redis-server with persistence on a free port and celery workers that can
-be killed and started again, driven through the real CLI. Used by test_reliability and by
+be killed and started again, driven through the real CLI; RabbitRig puts the broker on a vhost of
+its own on the local RabbitMQ instead. Used by test_reliability, test_rabbitmq and by
 scripts/reliability.py, which reports the numbers in docs/reliability.md."""
 
 from __future__ import annotations
@@ -108,6 +109,22 @@ class Rig:
         assert self.redis is not None
         self.redis.stop(grace=10)
 
+    def crash_redis(self) -> None:
+        """kill -9 of redis-server: what it had acknowledged is in its append-only file
+        (``--appendfsync always``), nothing else is written on the way down."""
+        assert self.redis is not None
+        self.redis.proc.send_signal(signal.SIGKILL)
+        self.redis.proc.wait(timeout=10)
+
+    def flush_redis(self) -> None:
+        """FLUSHALL: every queued task, unacknowledged delivery, chord counter and live key
+        goes; the job history (SQLite) stays."""
+        client = self.client()
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
     def client(self) -> Any:
         import redis
 
@@ -186,6 +203,13 @@ class Rig:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=self.env, stdin=subprocess.DEVNULL)
 
+    def events(self, job_id: str) -> list[str]:
+        """The types of the job's events, oldest first."""
+        done = self.mt("events", job_id, "--json")
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        return [json.loads(line)["type"] for line in done.stdout.splitlines() if line.strip()]
+
     def job(self, job_id: str) -> dict[str, Any]:
         done = self.mt("jobs", "show", job_id, "--json")
         if done.returncode != 0:
@@ -214,3 +238,49 @@ class Rig:
                 return time.monotonic()
             time.sleep(0.05)
         raise TimeoutError(f"no chunk of job {job_id} started encoding within {timeout:.0f}s")
+
+
+AMQP_HOST = os.environ.get("MEDIATASKS_TEST_AMQP_HOST", "127.0.0.1")
+AMQP_PORT = 5672
+
+
+class RabbitMQUnavailable(RuntimeError):
+    """The local RabbitMQ (or rabbitmqctl) cannot be reached: start it, or skip what needs it."""
+
+
+def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                          timeout=60, check=True)
+
+
+class RabbitRig(Rig):
+    """The broker on a vhost of the rig's own on the local RabbitMQ (guest), deleted on exit;
+    the result backend stays the rig's redis-server."""
+
+    def __init__(self, root: Path, *, visibility_timeout: int = 30, **env: str):
+        super().__init__(root, visibility_timeout=visibility_timeout, **env)
+        self.vhost = f"mt-test-{uuid.uuid4().hex[:8]}"
+        self.amqp_url = f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{self.vhost}"
+
+    def __enter__(self) -> RabbitRig:
+        try:
+            socket.create_connection((AMQP_HOST, AMQP_PORT), timeout=2).close()
+            rabbitmqctl("add_vhost", self.vhost)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RabbitMQUnavailable(
+                f"RabbitMQ is not reachable at {AMQP_HOST}:{AMQP_PORT} with rabbitmqctl "
+                f"(start rabbitmq-server, or set MEDIATASKS_TEST_AMQP_HOST): {exc}") from exc
+        try:
+            rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+            self.env["MEDIATASKS_BROKER_URL"] = self.amqp_url
+            super().__enter__()
+        except BaseException:
+            rabbitmqctl("delete_vhost", self.vhost)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            rabbitmqctl("delete_vhost", self.vhost)

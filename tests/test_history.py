@@ -53,7 +53,7 @@ def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]
 
 
 def spec(job_id: str = "j1", batch_id: str | None = None) -> JobSpec:
-    return JobSpec(job_id=job_id, input="/in.mkv", output="/out.mkv", batch_id=batch_id,
+    return JobSpec(job_id=job_id, input="/in.mkv", output=f"/out-{job_id}.mkv", batch_id=batch_id,
                    options=EncodeOptions(video_codec="libx265", crf=24))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +258,89 @@ def test_vaapi_encodes_upload_frames_to_the_device_the_survey_tested() -> None:
     from mediatasks import hardware
 
     assert "hwupload" in " ".join(hardware.test_args("hevc_vaapi"))
+
+
+def test_color_values_are_spelled_as_the_encoder_options_spell_them() -> None:
+    v = video(color_transfer="bt470bg", color_primaries="bt470bg", color_space="gbr",
+              color_range="tv")
+    args = profiles.color_args(v)
+    assert args == ["-color_primaries:v", "bt470bg", "-color_trc:v", "gamma28",
+                    "-colorspace:v", "rgb", "-color_range:v", "tv"]
+    assert profiles.color_warnings(v) == []
+
+
+def test_a_color_value_no_encoder_option_knows_is_left_out_with_a_warning() -> None:
+    v = video(color_transfer="some-new-curve", color_primaries="unknown")
+    assert profiles.color_args(v) == []
+    src = ProbeResult(path="/in.mkv", size=1, format_name="matroska", video=v)
+    spec = JobSpec(job_id="j", input="/in.mkv", output="/out.mkv")
+    warnings = plan_job(src, spec, chunk_seconds=1, min_chunk_frames=12).warnings
+    assert any("some-new-curve" in w and "left out" in w for w in warnings)
+
+
+def test_a_full_range_yuvj_source_is_handed_to_the_encoder_as_yuv_without_a_range_conversion(
+) -> None:
+    keep = {"in_range": "full", "out_range": "full"}
+    v = video(pix_fmt="yuvj420p")
+    assert profiles.picture_filters(v) == [("scale", (), keep), ("format", ("yuv420p",), {})]
+    # every scale keeps the range, and a last one makes the encoder's conversion keep it too
+    assert profiles.picture_filters(video(pix_fmt="yuv420p", color_range="pc"), (64, 48),
+                                    ("transpose=clock",)) == [
+        ("scale", (), keep), ("scale", (64, 48), keep), ("setsar", (1,), {}),
+        ("transpose", ("clock",), {}), ("scale", (), keep)]
+    assert profiles.picture_filters(video(pix_fmt="yuv420p")) == []
+    args = profiles.color_args(v)
+    assert args[args.index("-color_range:v") + 1] == "pc"
+
+
+def test_a_frame_count_mismatch_blames_the_file_only_when_ffmpeg_reported_decode_errors() -> None:
+    src = ProbeResult(path="/in.mkv", size=1, format_name="matroska", video=video())
+    jp = plan_job(src, JobSpec(job_id="j", input="/in.mkv", output="/out.mkv"), chunk_seconds=2,
+                  min_chunk_frames=12)
+    chunk = jp.chunks[1]
+    damaged = encode.mismatch(jp, chunk, chunk.frames - 1, [
+        "[h264 @ 0x55d1] error while decoding MB 5 3", "[h264 @ 0x55d1] concealing 10 errors"])
+    assert "ffmpeg reports decode errors near" in str(damaged)
+    assert "error while decoding MB 5 3" in str(damaged) and "damaged" in str(damaged)
+    ours = encode.mismatch(jp, chunk, chunk.frames - 1, ["[libx264 @ 0x1] some note"])
+    assert "the file is damaged" not in str(ours) and "mediatasks bug" in str(ours)
+    assert "ffmpeg reported no decode error" in str(ours)
+    assert "mediatasks probe FILE --json" in str(ours) and "\n" not in str(ours)
+
+
+def test_a_display_matrix_becomes_the_filters_ffmpeg_autorotation_uses() -> None:
+    one = 65536
+    assert mux.display_filters((0, one, 0, -one, 0, 0, 0, 0, 1 << 30)) == ("transpose=clock",)
+    assert mux.display_filters((0, -one, 0, one, 0, 0, 0, 0, 1 << 30)) == ("transpose=cclock",)
+    assert mux.display_filters((-one, 0, 0, 0, -one, 0, 0, 0, 1 << 30)) == ("hflip", "vflip")
+    assert mux.display_filters((0, one, 0, one, 0, 0, 0, 0, 1 << 30)) == (
+        "transpose=cclock_flip",)
+    assert mux.display_filters((one, 0, 0, 0, one, 0, 0, 0, 1 << 30)) == ()
+    assert mux.display_filters(None) == ()
+
+
+def test_rotation_is_applied_to_the_pixels_only_for_a_container_that_cannot_store_it() -> None:
+    turned = video(rotation=270, display_matrix=(0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30))
+    src = ProbeResult(path="/in.mp4", size=1, format_name="mov", video=turned)
+    for out, want in (("/o.mkv", ("transpose=clock",)), ("/o.webm", ("transpose=clock",)),
+                      ("/o.mp4", ()), ("/o.mov", ())):
+        codec = "libvpx-vp9" if out.endswith("webm") else "libx264"
+        spec = JobSpec(job_id="j", input="/in.mp4", output=out,
+                       options=EncodeOptions(video_codec=codec))
+        jp = plan_job(src, spec, chunk_seconds=2, min_chunk_frames=12)
+        assert jp.display_filters == want
+        argv = encode.encode_args(jp, jp.chunks[1], encode.chunk_path(Path("/j"), 1),
+                                  seek_pts=jp.chunks[1].seek_pts)
+        assert ("transpose=clock" in " ".join(argv)) == bool(want)
+        assert any("display matrix is applied" in w for w in jp.warnings) == bool(want)
+
+
+def test_a_policy_scale_is_for_the_picture_as_stored_and_the_turn_comes_after_it() -> None:
+    turned = video(display_matrix=(0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30), rotation=270)
+    src = ProbeResult(path="/in.mp4", size=1, format_name="mov", video=turned)
+    spec = JobSpec(job_id="j", input="/in.mp4", output="/o.mkv",
+                   options=EncodeOptions(video_codec="ffv1", scale=(160, 120)))
+    jp = plan_job(src, spec, chunk_seconds=2, min_chunk_frames=12)
+    graph = encode.encode_args(jp, jp.chunks[0], Path("/j/0.nut"), seek_pts=None)
+    graph_text = graph[graph.index("-filter_complex") + 1]
+    assert graph_text.index("scale=160:120") < graph_text.index("transpose=clock")

@@ -5,55 +5,37 @@ soon as its connection drops, not after the visibility timeout. Uses the RabbitM
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rig import Rig, make_source
+from rig import RabbitMQUnavailable, RabbitRig, Rig, make_source, rabbitmqctl
 
 pytestmark = pytest.mark.cluster
 
-HOST, PORT = os.environ.get("MEDIATASKS_TEST_AMQP_HOST", "127.0.0.1"), 5672
-
-
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                          timeout=60, check=True)
-
 
 @pytest.fixture
-def vhost() -> Iterator[str]:
-    """A vhost of this test's own on the local RabbitMQ, deleted afterwards; its amqp:// URL."""
-    try:
-        socket.create_connection((HOST, PORT), timeout=2).close()
-        name = f"mt-test-{uuid.uuid4().hex[:8]}"
-        rabbitmqctl("add_vhost", name)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"RabbitMQ is not reachable at {HOST}:{PORT} with rabbitmqctl: {exc}")
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@{HOST}:{PORT}/{name}"
-    finally:
-        rabbitmqctl("delete_vhost", name)
-
-
-@pytest.fixture
-def rig(tmp_path: Path, vhost: str) -> Iterator[Rig]:
+def rig(tmp_path: Path) -> Iterator[RabbitRig]:
     # A visibility timeout of an hour: a recovery within seconds can only be AMQP's redelivery.
-    with Rig(tmp_path / "rig", visibility_timeout=3600) as r:
-        r.env["MEDIATASKS_BROKER_URL"] = vhost
-        yield r
+    try:
+        with RabbitRig(tmp_path / "rig", visibility_timeout=3600) as r:
+            yield r
+    except RabbitMQUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def vhost(rig: RabbitRig) -> str:
+    """The rig's vhost on the local RabbitMQ; its amqp:// URL."""
+    return rig.amqp_url
 
 
 COUNTDOWN = """
 from mediatasks.cluster.app import app
-result = app.send_task("mediatasks.cleanup", kwargs={"job_id": "none"}, queue="io", countdown=2)
+result = app.send_task("mediatasks.cleanup", kwargs={"job_id": "0" * 32}, queue="io", countdown=2)
 result.get(timeout=60)
 print(result.state)
 """

@@ -100,6 +100,21 @@ def test_a_broker_restart_mid_job_is_survived_by_workers_and_followers(
     assert_every_frame(rig.job(job_id))
 
 
+def test_a_broker_killed_mid_job_comes_back_from_its_append_only_file_and_the_job_has_every_frame(
+        rig: Rig, source: Path, tmp_path: Path) -> None:
+    """kill -9 of redis-server while two chunks encode: nothing is written on the way down, but
+    with --appendfsync always every queued chunk and the chord's state are in its append-only
+    file, and the redis-server started again on it carries the job to its end."""
+    rig.start_worker("w")
+    out = tmp_path / "out.mkv"
+    job_id = rig.submit(source, out, *SLOW)
+    rig.wait_for_chunk_encodes(job_id, count=2)
+    rig.crash_redis()
+    rig.start_redis()
+    assert_every_frame(rig.wait_job(job_id, timeout=240))
+    assert out.exists()
+
+
 def test_a_stuck_ffmpeg_is_killed_after_the_stall_timeout_and_its_chunk_retried(
         rig: Rig, source: Path, tmp_path: Path) -> None:
     """The first chunk encode hangs without a byte of progress (a wedged decoder, a dead NFS

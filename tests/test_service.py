@@ -27,7 +27,7 @@ from mediatasks.service.runs import result_of
 
 
 def spec(job_id: str = "j1", **kw: object) -> JobSpec:
-    return JobSpec(job_id=job_id, input="/in.mkv", output="/out.mkv",
+    return JobSpec(job_id=job_id, input="/in.mkv", output=f"/out-{job_id}.mkv",
                    options=EncodeOptions(video_codec="libx264"), **kw)  # type: ignore[arg-type]
 
 
@@ -84,6 +84,24 @@ def test_a_job_moves_through_its_steps_and_ends_once(parts: tuple) -> None:
     assert service.get("j1").status == "succeeded"
     assert types(store) == ["job.queued", "job.probing", "job.planned", "job.encoding",
                             "job.assembling", "job.verifying", "job.publishing", "job.succeeded"]
+
+
+def test_a_chunk_report_after_the_end_is_dropped(parts: tuple) -> None:
+    """A worker cut off mid-encode reports its chunk once it is back, after another worker
+    has run the chunk again and the job has ended: the finished job's log gains nothing."""
+    service, store, _, _ = parts
+    service.submit(spec())
+    service.step_started("j1", "probe")
+    service.planned(spec(), chunks=1, frames=25, queue="cpu")
+    service.step_started("j1", "encode_chunk")
+    service.chunk_finished("j1", 0, frames=25, reused=False, seconds=1.0)
+    for step in ("concat", "mux", "verify", "publish"):
+        service.step_started("j1", step)
+    service.finished(JobResult(job_id="j1", status="succeeded", output="/out.mkv", frames_in=25,
+                               frames_out=25, chunks=1))
+    assert not service.chunk_progress("j1", 0, frames=10, total=25, fps=5.0)
+    service.chunk_finished("j1", 0, frames=25, reused=False, seconds=9.0)
+    assert types(store).count("chunk.finished") == 1 and types(store)[-1] == "job.succeeded"
 
 
 def test_a_held_job_waits_with_nothing_encoded_until_approved(parts: tuple) -> None:

@@ -79,3 +79,30 @@ def test_a_full_disk_that_ffmpeg_exits_0_on_is_a_disk_full_error(tmp_path: Path)
     fake.chmod(0o755)
     with pytest.raises(DiskFull, match=r"No space left|no space"):
         runner.run([str(fake), "-i", "in.mkv", str(tmp_path / "out.mkv")])
+
+
+def test_a_source_cut_short_is_said_with_counts_and_refused_under_strict(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    full = clip(tmp_path / "full.mkv", 4)
+    half = tmp_path / "half.mkv"
+    half.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    cli = str(Path(sys.executable).with_name("mediatasks"))
+    env = dict(os.environ, MEDIATASKS_WORK_DIR=str(tmp_path / "work"),
+               MEDIATASKS_DATABASE_URL=f"sqlite:///{tmp_path / 'h.sqlite'}")
+    done = subprocess.run([cli, "run", str(half), "-o", str(tmp_path / "o.mkv"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["frames_out"] < 100
+    assert any("declares 4.00s but its frames reach" in w and "frame(s)" in w
+               for w in result["warnings"]), result["warnings"]
+    strict = subprocess.run([cli, "run", str(half), "-o", str(tmp_path / "s.mkv"), "--strict"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    lines = strict.stderr.strip().splitlines()
+    assert strict.returncode == 3 and len(lines) == 1 and "--strict" in lines[0], strict.stderr
+    assert "half.mkv" in lines[0] and not (tmp_path / "s.mkv").exists()
+    whole = subprocess.run([cli, "plan", str(full), "--json"], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert not [w for w in json.loads(whole.stdout)["warnings"] if "declares" in w]

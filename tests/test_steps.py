@@ -59,3 +59,18 @@ def test_the_encoder_check_names_a_bad_option(clips: dict[str, Path]) -> None:
                                  update={"pix_fmt": "yuv420p"}), "matroska")
     with pytest.raises(InvalidOptions, match=r"cannot hold|codec"):
         encode.check_encoder(EncodeOptions(video_codec="ffv1"), v, "mp4")
+
+
+def test_a_chunk_short_of_its_frames_without_a_decode_error_is_reported_as_our_bug(
+        clips: dict[str, Path], tmp_path: Path) -> None:
+    from mediatasks.errors import FrameCountMismatch
+
+    src = probe.probe(clips["cfr"])
+    spec = submit(clips["cfr"], tmp_path / "o.mkv", video_codec="ffv1", chunk_seconds=1)
+    jp = plan.plan_job(src, spec, chunk_seconds=1, min_chunk_frames=12)
+    last = jp.chunks[-1]
+    wrong = last.model_copy(update={"end_frame": last.end_frame + 1})  # a frame that is not there
+    plan.save_plan(jp, tmp_path / "job")
+    with pytest.raises(FrameCountMismatch) as got:
+        encode.encode_chunk(jp, wrong, tmp_path / "job")
+    assert "the file is damaged" not in str(got.value) and "mediatasks bug" in str(got.value)

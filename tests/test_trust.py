@@ -127,3 +127,35 @@ def test_the_cli_refuses_a_file_writing_encoder_option_before_anything_runs(
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "vstats_file" in done.stderr and not stats.exists()
+
+
+@pytest.mark.parametrize(("text", "what"), [
+    ("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2.0,\nsecret.ts\n#EXT-X-ENDLIST\n",
+     "an HLS playlist"),
+    ("ffconcat version 1.0\nfile secret.ts\n", "a concat list"),
+])
+def test_a_playlist_of_other_files_is_refused_whatever_its_name(
+        tmp_path: Path, text: str, what: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=64x48:rate=25", "-t", "2", "-c:v", "libx264", "-preset",
+                    "ultrafast", str(tmp_path / "secret.ts")], check=True)
+    playlist = tmp_path / "holiday.mkv"
+    playlist.write_text(text)
+    cli = str(Path(sys.executable).with_name("mediatasks"))
+    env = dict(os.environ, MEDIATASKS_DATABASE_URL=f"sqlite:///{tmp_path / 'h.sqlite'}")
+    for args in (["probe", str(playlist)], ["run", str(playlist), "-o", str(tmp_path / "o.mkv")]):
+        done = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120, env=env,
+                              stdin=subprocess.DEVNULL)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 3 and len(lines) == 1, done.stderr
+        assert "holiday.mkv" in lines[0] and what in lines[0], lines[0]
+    assert not (tmp_path / "o.mkv").exists()
+
+
+def test_every_source_is_opened_with_the_file_protocol_only() -> None:
+    from mediatasks.steps import probe_args
+
+    for argv in (probe_args.container_args("ffprobe", "/media/in/a.mkv"),
+                 probe_args.packet_args("ffprobe", "/media/in/a.mkv", 0)):
+        at = argv.index("-protocol_whitelist")
+        assert argv[at + 1] == "file" and argv[-1] == "file:/media/in/a.mkv"

@@ -36,6 +36,9 @@ OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", help="The outp
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 HoldOpt = Annotated[bool, typer.Option(
     "--hold", help="Probe and plan, then wait for 'mediatasks approve' (or reject).")]
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Refuse a source that is not whole (cut short, frames missing) instead of "
+                     "warning.")]
 SourcesArg = Annotated[list[Path], typer.Argument(
     help="The source video; with --policy, any number of files and directories (walked for "
          "media files).", show_default=False, readable=False)]

@@ -23,6 +23,7 @@ from mediatasks.cli.common import (
     PolicyOpt,
     PresetOpt,
     SourcesArg,
+    StrictOpt,
     VideoOpt,
     err,
     one_source,
@@ -111,6 +112,7 @@ def submit(
     chunk_seconds: ChunkOpt = None,
     overwrite: OverwriteOpt = False,
     hold: HoldOpt = False,
+    strict: StrictOpt = False,
     policy: PolicyOpt = None,
     output_dir: OutputDirOpt = None,
     on_error: OnErrorOpt = "continue",
@@ -130,7 +132,7 @@ def submit(
     settings = get_settings()
     opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
-                     exact_preview=False, hold=hold)
+                     exact_preview=False, hold=hold, strict=strict)
     record = shared_service().submit(jp.spec)
     if as_json:
         print(json.dumps({"job_id": record.job_id, "status": record.status}))

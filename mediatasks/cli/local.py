@@ -26,6 +26,7 @@ from mediatasks.cli.common import (
     PolicyOpt,
     PresetOpt,
     SourcesArg,
+    StrictOpt,
     VideoOpt,
     err,
     local_service,
@@ -55,6 +56,7 @@ def run(
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
     hold: HoldOpt = False,
+    strict: StrictOpt = False,
     policy: PolicyOpt = None,
     output_dir: OutputDirOpt = None,
     on_error: OnErrorOpt = "continue",
@@ -103,7 +105,8 @@ def run(
             with cluster:
                 follower.note("probing")
                 jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
-                                 exact_preview=False, hold=hold, local=True, job_id=job_id)
+                                 exact_preview=False, hold=hold, local=True, job_id=job_id,
+                                 strict=strict)
                 if show:
                     # Nothing but a refusal is printed before the job exists: then its id.
                     err.print(f"job {job_id}: {jp.spec.input} -> {jp.spec.output}", markup=False,

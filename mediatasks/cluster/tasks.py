@@ -19,6 +19,7 @@ from mediatasks.cluster.app import app
 from mediatasks.cluster.failures import describe
 from mediatasks.cluster.workers import check_encoder_here
 from mediatasks.errors import (
+    BrokerUnavailable,
     HardwareUnavailable,
     InvalidOptions,
     JobCancelled,
@@ -44,6 +45,7 @@ from mediatasks.settings import get_settings
 from mediatasks.steps import audio as audio_step
 from mediatasks.steps import concat as concat_step
 from mediatasks.steps import encode as encode_step
+from mediatasks.steps import integrity
 from mediatasks.steps import mux as mux_step
 from mediatasks.steps import plan as plan_step
 from mediatasks.steps import probe as probe_step
@@ -132,7 +134,8 @@ class JobTask(Task):  # type: ignore[misc]
                    einfo: Any) -> None:
         self._record(exc, kwargs)
         spec = (kwargs or {}).get("spec") or {}
-        if isinstance(spec, dict) and spec.get("job_id") and not isinstance(exc, JobCancelled):
+        if isinstance(spec, dict) and spec.get("job_id") and not isinstance(exc, JobCancelled) \
+                and not _lost_connection(exc):
             message = describe(exc, self.name)
             report("the failure", lambda s: s.failed(str(spec["job_id"]), message,
                                                      attempt=int(spec.get("attempt") or 0)))
@@ -157,6 +160,17 @@ def _trust(task: Task, spec: dict[str, Any]) -> None:
         reason = " ".join(str(exc).split())[:500]
         log.error("%s[%s]: message rejected: %s", task.name, task.request.id, reason)
         raise Reject(reason, requeue=False) from None
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """This worker lost the broker (cut off the network): its unacknowledged task goes to another
+    worker, so the job has not failed. A job nobody finishes is found stalled instead."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, (BrokerUnavailable, OperationalError, RedisConnectionError,
+                            RedisTimeoutError, ConnectionError))
 
 
 def _spec(spec: dict[str, Any]) -> JobSpec:
@@ -192,7 +206,8 @@ def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -
     try:
         status = service().planned(s, chunks=len(jp.chunks), frames=jp.frame_count,
                                    queue=jp.queue, warnings=jp.warnings,
-                                   duration=jp.source.duration)
+                                   duration=integrity.frames_reach(jp.source)
+                                   or jp.source.duration)
     except MediatasksError:
         raise
     except Exception:  # no history: the job goes on all the same

@@ -171,7 +171,7 @@ class JobService(JobReader):
         """
         record = self.get(job_id)
         check_transition(job_id, record.status, "queued",
-                         hint="only a failed or cancelled job can be retried")
+                         hint="only a failed, cancelled or stalled job can be retried")
         spec = JobSpec.model_validate(record.settings)
         if check is not None:
             check(spec)
@@ -217,6 +217,8 @@ class JobService(JobReader):
         if now - self._last_progress.get(key, 0.0) < PROGRESS_INTERVAL:
             return False
         self._last_progress[key] = now
+        if self._ended(job_id):
+            return False
         self._announce(self.store.append_event(job_id, "chunk.progress", {
             "index": index, "frames": frames, "total": total, "fps": round(fps, 2)}))
         return True
@@ -224,6 +226,8 @@ class JobService(JobReader):
     def chunk_finished(self, job_id: str, index: int, *, frames: int, reused: bool,
                        seconds: float) -> None:
         self._last_progress.pop((job_id, index), None)
+        if self._ended(job_id):
+            return
         self._announce(self.store.append_event(job_id, "chunk.finished", {
             "index": index, "frames": frames, "reused": reused, "seconds": round(seconds, 2)}))
 
@@ -269,6 +273,15 @@ class JobService(JobReader):
         self._move(job_id, "failed", data={"error": message}, fields={"error": message})
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _ended(self, job_id: str) -> bool:
+        """Whether the job has ended: a chunk's report then comes from a late copy of its task
+        (a worker that was cut off while others finished the job) and is dropped."""
+        record = self.store.get(job_id)
+        if record is not None and record.status in TERMINAL:
+            log.debug("job %s has ended: a late chunk report is dropped", job_id)
+            return True
+        return False
 
     def _dispatch(self, job_id: str, send: Callable[[Dispatcher], None]) -> None:
         if self.dispatcher is None:

@@ -78,7 +78,8 @@ def _check_writable(output: Path) -> None:
 
 def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: bool,
                 settings: Settings, check_output: bool = True, exact_preview: bool = True,
-                hold: bool = False, local: bool = False, job_id: str | None = None) -> JobPlan:
+                hold: bool = False, local: bool = False, job_id: str | None = None,
+                strict: bool = False) -> JobPlan:
     """Probe, plan and test-encode: a job that passes this starts.
 
     Args:
@@ -96,12 +97,13 @@ def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: b
     result = probe.probe(src, ffprobe=settings.ffprobe)
     spec = JobSpec(job_id=job_id or new_job_id(), input=str(src.resolve()),
                    output=str(output.resolve()), options=opts, overwrite=overwrite, hold=hold,
-                   local=local)
+                   local=local, strict=strict)
     frame_pts = None
     if exact_preview and not result.video.split_blocker:
         frame_pts = probe.frame_timestamps(src, result.video.index, ffprobe=settings.ffprobe)
     jp = plan.plan_job(result, spec, chunk_seconds=settings.chunk_seconds,
                        min_chunk_frames=settings.min_chunk_frames, frame_pts=frame_pts)
+    jp = plan.with_integrity(jp, strict=strict)
     if not is_hardware(opts.video_codec):
         encode.check_encoder(opts, result.video, fmt, ffmpeg=settings.ffmpeg, subject=str(src))
     return jp

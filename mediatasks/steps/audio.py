@@ -34,8 +34,8 @@ def audio_args(plan: JobPlan, out: Path, *, ffmpeg: str = "ffmpeg") -> list[str]
     kept = kept_tracks(plan)
     if all(t.action == "copy" for t in kept):
         return None
-    args = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts", "-i",
-            runner.media_url(plan.source.path)]
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-copyts",
+            *runner.source_input(plan.source.path)]
     for t in kept:
         args += ["-map", f"0:{t.index}"]
     for i, t in enumerate(kept):

@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from mediatasks import runner
-from mediatasks.errors import FrameCountMismatch, JobFailed
+from mediatasks.errors import REPORT_HINT, FrameCountMismatch, JobFailed
 from mediatasks.models import ChunkResult, JobPlan, StepResult
 from mediatasks.steps.probe import count_packets
 
@@ -68,7 +68,7 @@ def concat(plan: JobPlan, results: Sequence[ChunkResult], job_dir: Path, *,
     if frames != want:
         tmp.unlink(missing_ok=True)
         raise FrameCountMismatch(f"concat produced {frames} frames from chunks holding {want}",
-                                 path=plan.spec.input)
+                                 path=plan.spec.input, hint=REPORT_HINT)
     tmp.replace(out)
     return StepResult(path=str(out), frames=frames, seconds=done.seconds)
 

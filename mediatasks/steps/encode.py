@@ -15,14 +15,14 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import ffmpeg as ffmpeg_python
 
-from mediatasks import profiles, runner
-from mediatasks.errors import FrameCountMismatch, InvalidOptions, MediatasksError
+from mediatasks import diagnose, profiles, runner
+from mediatasks.errors import REPORT_HINT, FrameCountMismatch, InvalidOptions, MediatasksError
 from mediatasks.models import Chunk, ChunkResult, EncodeOptions, JobPlan, VideoInfo
 from mediatasks.steps.probe import count_packets, video_size
 
@@ -45,6 +45,8 @@ def fingerprint(plan: JobPlan, chunk: Chunk) -> str:
     data = {"source": str(src), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "options": plan.spec.options.model_dump(mode="json"),
             "chunk": chunk.model_dump(mode="json")}
+    if plan.display_filters:  # turned pixels are other pixels
+        data["display_filters"] = list(plan.display_filters)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,7 +116,8 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
     """
     v = plan.source.video
     opts = plan.spec.options
-    in_kwargs: dict[str, object] = {"noautorotate": None}
+    # The file protocol only (see runner.FILE_ONLY); no autorotation: the plan turns the pixels.
+    in_kwargs: dict[str, object] = {"noautorotate": None, "protocol_whitelist": "file"}
     ss = seek_seconds(plan, seek_pts)
     if ss is not None:
         in_kwargs.update(ss=ss, noaccurate_seek=None)
@@ -126,9 +129,8 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
         trim["end_pts"] = chunk.end_pts
     if trim:
         stream = stream.filter("trim", **trim)
-    if opts.scale is not None:
-        w, h = opts.scale
-        stream = stream.filter("scale", w, h).filter("setsar", 1)
+    for name, args, kwargs in profiles.picture_filters(v, opts.scale, plan.display_filters):
+        stream = stream.filter(name, *args, **kwargs)
     for name, args in profiles.upload_filters(opts.video_codec):
         stream = stream.filter(name, *args)
     out_kwargs: dict[str, object] = {"vcodec": opts.video_codec, "fps_mode": "passthrough",
@@ -144,7 +146,7 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
 
 def _run_encode(argv: list[str], *, subject: str, stall_timeout: float,
                 on_progress: ProgressFn | None,
-                should_stop: Callable[[], bool] | None = None) -> float:
+                should_stop: Callable[[], bool] | None = None) -> tuple[float, tuple[str, ...]]:
     def progress(block: dict[str, str]) -> None:
         if on_progress is None:
             return
@@ -157,7 +159,27 @@ def _run_encode(argv: list[str], *, subject: str, stall_timeout: float,
 
     done = runner.run(argv, subject=subject, stall_timeout=stall_timeout, on_progress=progress,
                       should_stop=should_stop)
-    return done.seconds
+    return done.seconds, done.stderr_tail
+
+
+def mismatch(plan: JobPlan, chunk: Chunk, frames: int, stderr_tail: Sequence[str]
+             ) -> FrameCountMismatch:
+    """The error for a chunk that holds other than its planned frames. The file is called
+    damaged only when ffmpeg reported decode errors while decoding it; otherwise the fault is
+    ours, and the message says what to report."""
+    v = plan.source.video
+    at = ""
+    if chunk.start_pts is not None:
+        at = f" near {float((chunk.start_pts - (v.start_pts or 0)) * v.tb):.2f}s"
+    head = (f"chunk {chunk.index} (frames {chunk.start_frame}-{chunk.end_frame - 1}) holds "
+            f"{frames} frames instead of {chunk.frames}")
+    errors = diagnose.decode_errors(stderr_tail, v.codec_name)
+    if errors:
+        return FrameCountMismatch(f"{head}: ffmpeg reports decode errors{at}: {errors[0]}",
+                                  path=plan.spec.input,
+                                  hint="the file is damaged; remux or repair it")
+    return FrameCountMismatch(f"{head}{at}, and ffmpeg reported no decode error",
+                              path=plan.spec.input, hint=REPORT_HINT)
 
 
 def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "ffmpeg",
@@ -185,25 +207,21 @@ def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "f
     tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
     seconds = 0.0
     frames = -1
+    stderr: tuple[str, ...] = ()
     try:
         for seek in seek_attempts(plan, chunk):
             argv = encode_args(plan, chunk, tmp, seek_pts=seek, ffmpeg=ffmpeg)
-            seconds += _run_encode(argv, subject=plan.spec.input, stall_timeout=stall_timeout,
-                                   on_progress=on_progress, should_stop=should_stop)
+            took, stderr = _run_encode(argv, subject=plan.spec.input,
+                                       stall_timeout=stall_timeout, on_progress=on_progress,
+                                       should_stop=should_stop)
+            seconds += took
             frames = count_packets(tmp, ffprobe=ffprobe)
             if not exact or frames == chunk.frames:
                 break
             log.warning("chunk %d: %d frames instead of %d after seeking to pts %s; "
                         "starting earlier", chunk.index, frames, chunk.frames, seek)
         if exact and frames != chunk.frames:
-            v = plan.source.video
-            at = ""
-            if chunk.start_pts is not None:
-                at = f" near {float((chunk.start_pts - (v.start_pts or 0)) * v.tb):.2f}s"
-            raise FrameCountMismatch(
-                f"chunk {chunk.index} (frames {chunk.start_frame}-{chunk.end_frame - 1}) holds "
-                f"{frames} frames instead of {chunk.frames}: the source has frames ffmpeg cannot "
-                f"decode{at}", path=plan.spec.input, hint="the file is damaged; remux or repair it")
+            raise mismatch(plan, chunk, frames, stderr)
         tmp.replace(final)
         _sidecar(final).write_text(mark)
     finally:

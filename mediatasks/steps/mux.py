@@ -7,6 +7,7 @@ subtitle streams are copied or converted and refuses what cannot be stored witho
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator
 from decimal import Decimal
@@ -106,11 +107,51 @@ def container_warnings(source: ProbeResult, fmt: str, encoder: str) -> Iterator[
                    and not s.disposition.get("attached_pic")]
     if extra_video:
         yield f"{len(extra_video)} further video stream(s) dropped (only the main one is encoded)"
-    if source.video.rotation and fmt in {"matroska", "webm"}:
+    if (source.video.rotation and fmt in MATRIX_LESS
+            and (encoder == "copy" or not display_filters(source.video.display_matrix))):
         yield (f"rotation ({source.video.rotation} degrees) is not stored by this ffmpeg's "
                "Matroska muxer; use .mp4 or .mov to keep it")
     if source.video.mastering and encoder != "libx265":
         yield f"HDR mastering metadata is carried only when encoding with libx265 (not {encoder})"
+
+
+MATRIX_LESS = {"matroska", "webm"}  # this ffmpeg's Matroska muxer stores no display matrix
+
+
+def _rotation_degrees(matrix: tuple[int, ...]) -> float | None:
+    """The clockwise rotation ffmpeg reads from a display matrix (its get_rotation), 0-360."""
+    a, b, c, d = (x / 65536 for x in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    if math.hypot(a, c) == 0 or math.hypot(b, d) == 0:
+        return None
+    theta = float(round(math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c)))))
+    return theta - 360 * math.floor(theta / 360 + 0.9 / 360)
+
+
+def display_filters(matrix: tuple[int, ...] | None) -> tuple[str, ...]:
+    """The filters that turn the pixels as the display matrix turns the picture: the ones
+    ffmpeg's default autorotation inserts (fftools, 5.1), for right angles and flips only."""
+    if not matrix or matrix == IDENTITY:
+        return ()
+    theta = _rotation_degrees(matrix)
+    if theta is None:
+        return ()
+    if abs(theta - 90) < 1:
+        return ("transpose=cclock_flip" if matrix[3] > 0 else "transpose=clock",)
+    if abs(theta - 180) < 1:
+        return (*(("hflip",) if matrix[0] < 0 else ()), *(("vflip",) if matrix[4] < 0 else ()))
+    if abs(theta - 270) < 1:
+        return ("transpose=clock_flip" if matrix[3] < 0 else "transpose=cclock",)
+    if abs(theta) < 1 or abs(theta - 360) < 1:
+        return ("vflip",) if matrix[4] < 0 else ()
+    return ()  # another angle would need the rotate filter, which resamples: not done
+
+
+def pixel_turn(source: ProbeResult, fmt: str, encoder: str) -> tuple[str, ...]:
+    """The display filters the chunk encodes apply: only for a container that cannot store the
+    source's display matrix, and only when the video is encoded (not copied)."""
+    if fmt not in MATRIX_LESS or encoder == "copy":
+        return ()
+    return display_filters(source.video.display_matrix)
 
 
 def _seconds(value: Decimal) -> str:
@@ -148,7 +189,7 @@ def mux_args(plan: JobPlan, video: Path, audio: AudioResult, out: Path, *,
         args += ["-i", str(audio.path)]
         audio_input = 0 if remux else 1
     s_in = (0 if remux else 1) + (1 if audio.path else 0)
-    args += ["-i", runner.media_url(src.path)]
+    args += runner.source_input(src.path)
     # (input, stream index in that input) for every output stream, in output order.
     streams: list[tuple[int, int]] = [(s_in, v.index) if remux else (0, 0)]
     if audio_input is not None:

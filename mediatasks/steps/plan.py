@@ -130,11 +130,16 @@ def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
         for a in mux.subtitle_actions(source, fmt, subject=spec.input))
     mux.check_audio(source, fmt, spec.options.audio_codec, subject=spec.input)
     warnings = list(mux.container_warnings(source, fmt, spec.options.video_codec))
+    warnings += profiles.color_warnings(source.video)
     warnings += [f"subtitle stream #{a.index}: {a.reason}" for a in subtitles
                  if a.reason and a.index not in spec.options.drop_subtitles]
     if source.video.skipped_frames:
         warnings.append(f"{source.video.skipped_frames} frame(s) before the first keyframe cannot "
                         "be decoded (the recording starts mid-GOP) and are left out")
+    turn = mux.pixel_turn(source, fmt, spec.options.video_codec)
+    if turn:
+        warnings.append(f"the source's display matrix is applied to the pixels "
+                        f"({', '.join(turn)}): {fmt} cannot store it")
     if source.video.split_blocker and len(chunks) == 1:
         warnings.append(f"encoded as one chunk: {source.video.split_blocker}")
     return JobPlan(
@@ -148,6 +153,7 @@ def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
         subtitles=subtitles,
         keep_attachments=fmt == "matroska",
         warnings=tuple(warnings),
+        display_filters=turn,
     )
 
 
@@ -192,7 +198,20 @@ def plan_and_save(source: ProbeResult, spec: JobSpec, job_dir: Path, *, ffprobe:
         frame_pts = probe.frame_timestamps(spec.input, source.video.index, ffprobe=ffprobe)
     jp = plan_job(source, spec, chunk_seconds=chunk_seconds, min_chunk_frames=min_chunk_frames,
                   frame_pts=frame_pts)
+    jp = with_integrity(jp, strict=spec.strict)
     save_plan(jp, job_dir)
     if frame_pts is not None:
         save_frames(frame_pts, job_dir)
     return jp
+
+
+def with_integrity(jp: JobPlan, *, strict: bool) -> JobPlan:
+    """The plan with the source's integrity warnings (a file cut short) among its warnings.
+
+    Raises:
+        UndecodableMedia: ``strict`` and the source is not whole.
+    """
+    from mediatasks.steps import integrity
+
+    found = [w for w in integrity.check(jp.source, strict=strict) if w not in jp.warnings]
+    return jp.model_copy(update={"warnings": (*jp.warnings, *found)}) if found else jp

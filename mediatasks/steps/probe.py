@@ -4,17 +4,16 @@ Three ffprobe runs: the container (streams, chapters, format), a demux-only pass
 packets (presentation timestamps and keyframes, no decoding), and a decode of the first packets to
 check that one packet is one frame with the container's timestamp. Chunking by pts is only safe
 when all three agree; otherwise ``split_blocker`` says why and the plan uses one chunk.
+
+This module runs ffprobe; the argv are built in ``probe_args`` and the output is read in
+``probe_parse`` (both pure), whose public names it re-exports.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
-from bisect import bisect_left
-from collections.abc import Sequence
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,73 +22,67 @@ from mediatasks.errors import (
     FfmpegFailed,
     InvalidMedia,
     MediatasksError,
-    NoVideoStream,
     SourceNotFound,
     UndecodableMedia,
 )
-from mediatasks.isobmff import parse_ffprobe_matrix
-from mediatasks.models import (
-    Chapter,
-    Keyframe,
-    MasteringDisplay,
-    ProbeResult,
-    StreamInfo,
-    VideoInfo,
-    parse_rational,
+from mediatasks.models import ProbeResult
+from mediatasks.steps.probe_args import (
+    WINDOW_PACKETS,
+    container_args,
+    count_args,
+    packet_args,
+    size_args,
+    start_args,
+    window_args,
+)
+from mediatasks.steps.probe_parse import (
+    PacketIndex,
+    parse_count,
+    parse_probe,
+    parse_size,
+    parse_start,
+    pick_video,
+    shown_packets,
+    video_stream,
+    window_blocker,
 )
 
-_WINDOW_PACKETS = 60
-
-
-def container_args(ffprobe: str, path: str | Path) -> list[str]:
-    return [ffprobe, "-v", "error", "-hide_banner", "-of", "json", "-show_format",
-            "-show_streams", "-show_chapters", runner.media_url(path)]
-
-
-def packet_args(ffprobe: str, path: str | Path, stream: int) -> list[str]:
-    return [ffprobe, "-v", "error", "-hide_banner", "-select_streams", str(stream),
-            "-show_entries", "packet=pts,duration,flags", "-of", "csv=p=0", runner.media_url(path)]
-
-
-def window_args(ffprobe: str, path: str | Path, stream: int) -> list[str]:
-    return [ffprobe, "-v", "error", "-hide_banner", "-select_streams", str(stream),
-            "-read_intervals", f"%+#{_WINDOW_PACKETS}",
-            "-show_entries", "packet=pts,flags:frame=best_effort_timestamp",
-            "-of", "json", runner.media_url(path)]
-
-
-def count_args(ffprobe: str, path: str | Path, select: str = "v:0") -> list[str]:
-    return [ffprobe, "-v", "error", "-hide_banner", "-count_packets", "-select_streams", select,
-            "-show_entries", "stream=nb_read_packets", "-of", "json", runner.media_url(path)]
+__all__ = [
+    "PacketIndex",
+    "check_source",
+    "container_args",
+    "count_args",
+    "count_packets",
+    "frame_timestamps",
+    "packet_args",
+    "pick_video",
+    "probe",
+    "shown_packets",
+    "start_seconds",
+    "video_size",
+    "window_args",
+    "window_blocker",
+]
 
 
 def count_packets(path: str | Path, *, ffprobe: str = "ffprobe", select: str = "v:0") -> int:
     """Packets (= frames, for what we encode) of one stream, by a demux-only pass."""
     done = runner.run(count_args(ffprobe, path, select), subject=path, keep_stdout=True,
                       timeout=3600)
-    # JSON, not CSV: a stream with side data (a rotation) adds fields to a CSV line.
-    streams = json.loads(done.stdout or "{}").get("streams") or []
-    return sum(_int(s.get("nb_read_packets")) or 0 for s in streams)
+    return parse_count(done.stdout)
 
 
 def start_seconds(path: str | Path, *, ffprobe: str = "ffprobe", select: str = "v:0") -> Decimal:
     """The exact start of one stream (its first pts times its time base), in seconds."""
-    done = runner.run([ffprobe, "-v", "error", "-hide_banner", "-select_streams", select,
-                       "-show_entries", "stream=start_pts,time_base", "-of", "json",
-                       runner.media_url(path)], subject=path, keep_stdout=True, timeout=600)
-    streams = json.loads(done.stdout or "{}").get("streams") or [{}]
-    pts = _int(streams[0].get("start_pts")) or 0
-    tb = parse_rational(streams[0].get("time_base")) or Fraction(1, 1000)
-    return Decimal(pts) * tb.numerator / tb.denominator
+    done = runner.run(start_args(ffprobe, path, select), subject=path, keep_stdout=True,
+                      timeout=600)
+    return parse_start(done.stdout)
 
 
 def video_size(path: str | Path, *, ffprobe: str = "ffprobe") -> tuple[int, int]:
     """Width and height of the first video stream."""
-    done = runner.run([ffprobe, "-v", "error", "-hide_banner", "-select_streams", "v:0",
-                       "-show_entries", "stream=width,height", "-of", "json",
-                       runner.media_url(path)], subject=path, keep_stdout=True, timeout=600)
-    stream = (json.loads(done.stdout or "{}").get("streams") or [{}])[0]
-    return _int(stream.get("width")) or 0, _int(stream.get("height")) or 0
+    done = runner.run(size_args(ffprobe, path), subject=path, keep_stdout=True, timeout=600)
+    return parse_size(done.stdout)
 
 
 def frame_timestamps(path: str | Path, stream: int, *, ffprobe: str = "ffprobe") -> list[int]:
@@ -118,207 +111,26 @@ def check_source(path: str | Path) -> Path:
     return p
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+# Formats whose file names other files or URLs for ffmpeg to read: a job reads one file only.
+INDIRECT = {"hls": "an HLS playlist", "applehttp": "an HLS playlist", "dash": "a DASH manifest",
+            "concat": "a concat list", "ffconcat": "a concat list", "tee": "a tee list",
+            "webm_dash_manifest": "a DASH manifest", "sdp": "an SDP session description",
+            "rtp": "an RTP session", "rtsp": "an RTSP session", "image2": "an image sequence",
+            "subfile": "a subfile reference", "data": "raw data"}
 
 
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+def refuse_indirection(format_name: str, path: Path) -> None:
+    """Raise UndecodableMedia when the source is a playlist or list of other files, whatever
+    its extension.
 
-
-def _tags(raw: dict[str, Any]) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (raw.get("tags") or {}).items()}
-
-
-def _tag(tags: dict[str, str], key: str) -> str | None:
-    for k, v in tags.items():
-        if k.lower() == key:
-            return v
-    return None
-
-
-def _rotation(raw: dict[str, Any]) -> int:
-    for sd in raw.get("side_data_list") or []:
-        if "rotation" in sd:
-            return round(float(sd["rotation"])) % 360
-    rotate = _tag(_tags(raw), "rotate")
-    return int(rotate) % 360 if rotate and rotate.lstrip("-").isdigit() else 0
-
-
-def _display_matrix(raw: dict[str, Any]) -> tuple[int, ...] | None:
-    for sd in raw.get("side_data_list") or []:
-        if "displaymatrix" in sd:
-            return parse_ffprobe_matrix(str(sd["displaymatrix"]))
-    return None
-
-
-def _mastering(raw: dict[str, Any]) -> MasteringDisplay | None:
-    found: dict[str, Any] = {}
-    for sd in raw.get("side_data_list") or []:
-        kind = str(sd.get("side_data_type", ""))
-        if kind.startswith("Mastering display"):
-            for color in ("red", "green", "blue"):
-                if f"{color}_x" in sd:
-                    found[color] = (str(sd[f"{color}_x"]), str(sd[f"{color}_y"]))
-            if "white_point_x" in sd:
-                found["white_point"] = (str(sd["white_point_x"]), str(sd["white_point_y"]))
-            found["min_luminance"] = str(sd.get("min_luminance")) if "min_luminance" in sd else None
-            found["max_luminance"] = str(sd.get("max_luminance")) if "max_luminance" in sd else None
-        elif kind.startswith("Content light level"):
-            found["max_content"] = _int(sd.get("max_content"))
-            found["max_average"] = _int(sd.get("max_average"))
-    return MasteringDisplay(**found) if found else None
-
-
-def _stream_info(raw: dict[str, Any]) -> StreamInfo:
-    tags = _tags(raw)
-    return StreamInfo(
-        index=int(raw["index"]),
-        codec_type=str(raw.get("codec_type", "unknown")),
-        codec_name=raw.get("codec_name"),
-        language=_tag(tags, "language"),
-        title=_tag(tags, "title"),
-        disposition={str(k): int(v) for k, v in (raw.get("disposition") or {}).items()},
-        filename=_tag(tags, "filename"),
-        channels=_int(raw.get("channels")),
-    )
-
-
-def pick_video(streams: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The main video stream: the first one that is not cover art."""
-    videos = [s for s in streams if s.get("codec_type") == "video"]
-    real = [s for s in videos if not (s.get("disposition") or {}).get("attached_pic")]
-    return real[0] if real else None
-
-
-def _undecodable_lead(packets: Sequence[tuple[int | None, str]]) -> int:
-    """How many packets (decode order) come before the first keyframe or are its leading frames.
-
-    A recording that starts mid-GOP (broadcast captures usually do) begins with frames whose
-    references are not in the file; decoders drop them, so they are not frames of the source.
+    Raises:
+        UndecodableMedia: naming what the file is.
     """
-    first_key = next((i for i, (pts, flags) in enumerate(packets) if "K" in flags), None)
-    if first_key is None:
-        return 0
-    key_pts = packets[first_key][0]
-    leading = sum(1 for pts, _ in packets[first_key + 1:]
-                  if pts is not None and key_pts is not None and pts < key_pts)
-    return first_key + leading
-
-
-class PacketIndex:
-    """Presentation timestamps and keyframes of the video stream, from a demux-only pass."""
-
-    def __init__(self, pts: list[int], keyframe_pts: list[int], durations: list[int],
-                 missing_pts: int, skipped: int = 0, discarded: int = 0):
-        self.pts = sorted(pts)
-        self.keyframe_pts = sorted(set(keyframe_pts))
-        self.durations = durations
-        self.missing_pts = missing_pts
-        self.skipped = skipped
-        self.discarded = discarded
-
-    @classmethod
-    def parse(cls, csv_text: str) -> PacketIndex:
-        packets: list[tuple[int | None, str, int | None]] = []
-        discarded = 0
-        for line in csv_text.splitlines():
-            fields = line.strip().split(",")
-            if len(fields) < 3:
-                continue
-            if "D" in fields[2]:  # discarded by an edit list: never decoded into a frame
-                discarded += 1
-                continue
-            packets.append((_int(fields[0]), fields[2], _int(fields[1])))
-        lead = _undecodable_lead([(p, f) for p, f, _ in packets])
-        key_pts = packets[lead - 1][0] if lead else None
-        skipped = 0
-        pts: list[int] = []
-        keys: list[int] = []
-        durations: list[int] = []
-        missing = 0
-        for i, (value, flags, dur) in enumerate(packets):
-            if i < lead and not ("K" in flags and value == key_pts):
-                skipped += 1
-                continue
-            if lead and value is not None and key_pts is not None and value < key_pts:
-                skipped += 1  # a leading frame of the first keyframe
-                continue
-            if value is None:
-                missing += 1
-                continue
-            pts.append(value)
-            if dur:
-                durations.append(dur)
-            if "K" in flags:
-                keys.append(value)
-        return cls(pts, keys, durations, missing, skipped, discarded)
-
-    def frame_step(self) -> int | None:
-        """The typical frame duration in time-base ticks."""
-        if self.durations:
-            return int(statistics.median(self.durations))
-        deltas = [b - a for a, b in zip(self.pts, self.pts[1:], strict=False) if b > a]
-        return int(statistics.median(deltas)) if deltas else None
-
-    def is_vfr(self) -> bool:
-        deltas = {b - a for a, b in zip(self.pts, self.pts[1:], strict=False)}
-        return bool(deltas) and max(deltas) - min(deltas) > 1
-
-    def keyframes(self) -> tuple[Keyframe, ...]:
-        out = []
-        for kp in self.keyframe_pts:
-            i = bisect_left(self.pts, kp)
-            if i < len(self.pts) and self.pts[i] == kp:
-                out.append(Keyframe(index=i, pts=kp))
-        return tuple(out)
-
-    def blocker(self) -> str | None:
-        if not self.pts:
-            return "the video packets carry no timestamps"
-        if self.missing_pts:
-            return f"{self.missing_pts} video packets have no timestamp"
-        if len(set(self.pts)) != len(self.pts):
-            return "several video packets share a timestamp"
-        return None
-
-
-def window_blocker(window: dict[str, Any]) -> str | None:
-    """Compare the first decoded frames with their packets: are packets frames?"""
-    # With both sections asked for, ffprobe lists them together under "packets_and_frames".
-    items = window.get("packets_and_frames") or [
-        *({**p, "type": "packet"} for p in window.get("packets", [])),
-        *({**f, "type": "frame"} for f in window.get("frames", []))]
-    packets = [p for p in items
-               if p.get("type") == "packet" and "D" not in str(p.get("flags", ""))]
-    lead = _undecodable_lead([(_int(p.get("pts")), str(p.get("flags", ""))) for p in packets])
-    if lead:
-        first_key = next(p for p in packets if "K" in str(p.get("flags", "")))
-        key_pts = _int(first_key.get("pts"))
-        packets = [p for p in packets if p is first_key or (
-            packets.index(p) > packets.index(first_key)
-            and (key_pts is None or (_int(p.get("pts")) or 0) >= key_pts))]
-    frames = [f for f in items if f.get("type") == "frame"]
-    if not packets:
-        return None
-    if abs(2 * len(frames) - len(packets)) <= 1 and len(packets) > 2:
-        # Two packets a frame: each field is its own packet. A smaller shortfall is frames that
-        # do not decode, which the exact frame counts must catch, so it is not a reason here.
-        return (f"the first {len(packets)} packets decode to {len(frames)} frames "
-                "(field-coded video)")
-    if len(frames) != len(packets):
-        return None
-    packet_pts = sorted(_int(p.get("pts")) or 0 for p in packets)
-    frame_pts = sorted(_int(f.get("best_effort_timestamp")) or 0 for f in frames)
-    if packet_pts != frame_pts:
-        return "decoded frame timestamps differ from the container's packet timestamps"
-    return None
+    for name in format_name.split(","):
+        if name in INDIRECT:
+            raise UndecodableMedia(f"is {INDIRECT[name]} ({name}), which points at other files; "
+                                   "mediatasks reads a single video file", path=path,
+                                   hint="give the video file itself")
 
 
 def _ffprobe_json(argv: list[str], path: Path) -> dict[str, Any]:
@@ -347,82 +159,12 @@ def probe(path: str | Path, *, ffprobe: str = "ffprobe") -> ProbeResult:
     """
     src = check_source(path)
     info = _ffprobe_json(container_args(ffprobe, src), src)
-    fmt = info.get("format") or {}
-    raw_streams = info.get("streams") or []
-    if not fmt and not raw_streams:
-        raise UndecodableMedia("not a media file ffmpeg can read", path=src,
-                               hint="check that the file is complete and really a video")
-    vraw = pick_video(raw_streams)
-    if vraw is None:
-        kinds = sorted({str(s.get("codec_type")) for s in raw_streams}) or ["no streams"]
-        raise NoVideoStream(f"has no video stream (found: {', '.join(kinds)})", path=src,
-                            hint="mediatasks encodes video; give a file with a video stream")
-    if not vraw.get("width") or not vraw.get("height"):
-        raise UndecodableMedia("the video stream has no picture size (damaged or unsupported)",
-                               path=src, hint="check the file plays in ffplay")
-    vindex = int(vraw["index"])
-    packets_done = runner.run(packet_args(ffprobe, src, vindex), subject=src, keep_stdout=True,
-                              check=False, timeout=3600)
-    index = PacketIndex.parse(packets_done.stdout)
-    blocker = index.blocker()
-    window = _ffprobe_json(window_args(ffprobe, src, vindex), src)
-    if not any(i.get("type") == "frame" or "best_effort_timestamp" in i
-               for i in window.get("packets_and_frames") or window.get("frames") or []):
-        raise UndecodableMedia(
-            f"the {vraw.get('codec_name') or 'unknown'} video decodes to no frames "
-            "(unsupported codec, encrypted or damaged)", path=src,
-            hint="check that 'ffmpeg -i FILE -f null -' decodes it")
-    if blocker is None:
-        blocker = window_blocker(window)
-    tb = parse_rational(vraw.get("time_base")) or Fraction(1, 1000)
-    step = index.frame_step()
-    end_pts = index.pts[-1] + (step or 1) if index.pts else None
-    video = VideoInfo(
-        index=vindex,
-        codec_name=str(vraw.get("codec_name") or "unknown"),
-        width=int(vraw["width"]),
-        height=int(vraw["height"]),
-        pix_fmt=vraw.get("pix_fmt"),
-        sample_aspect_ratio=vraw.get("sample_aspect_ratio"),
-        r_frame_rate=vraw.get("r_frame_rate"),
-        avg_frame_rate=vraw.get("avg_frame_rate"),
-        time_base=f"{tb.numerator}/{tb.denominator}",
-        field_order=vraw.get("field_order"),
-        rotation=_rotation(vraw),
-        display_matrix=_display_matrix(vraw),
-        color_range=vraw.get("color_range"),
-        color_space=vraw.get("color_space"),
-        color_transfer=vraw.get("color_transfer"),
-        color_primaries=vraw.get("color_primaries"),
-        mastering=_mastering(vraw),
-        start_pts=index.pts[0] if index.pts else None,
-        end_pts=end_pts,
-        frame_count=len(index.pts) + index.missing_pts,
-        skipped_frames=index.skipped,
-        discarded_packets=index.discarded,
-        keyframes=index.keyframes(),
-        is_vfr=index.is_vfr(),
-        split_blocker=blocker,
-    )
-    if video.frame_count == 0:
-        raise UndecodableMedia("the video stream has no frames", path=src,
-                               hint="the file is truncated or damaged")
-    chapters = tuple(
-        Chapter(start=float(c.get("start_time", 0)), end=float(c.get("end_time", 0)),
-                title=_tag(_tags(c), "title"))
-        for c in info.get("chapters") or []
-    )
-    return ProbeResult(
-        path=str(src.resolve()),
-        size=src.stat().st_size,
-        format_name=str(fmt.get("format_name", "unknown")),
-        duration=_float(fmt.get("duration")),
-        start_time=_float(fmt.get("start_time")) or 0.0,
-        bit_rate=_int(fmt.get("bit_rate")),
-        video=video,
-        streams=tuple(_stream_info(s) for s in raw_streams),
-        chapters=chapters,
-        tags=_tags(fmt),
-        stream_starts={int(s["index"]): st for s in raw_streams
-                       if (st := _float(s.get("start_time"))) is not None},
-    )
+    refuse_indirection(str(info.get("format", {}).get("format_name", "")), src)
+    vindex = int(video_stream(info, src)["index"])
+    packets = runner.run(packet_args(ffprobe, src, vindex), subject=src, keep_stdout=True,
+                         check=False, timeout=3600)
+    # The window decodes past the packets an edit list hides or that cannot be decoded.
+    lead = PacketIndex.parse(packets.stdout).lead
+    window = _ffprobe_json(window_args(ffprobe, src, vindex, WINDOW_PACKETS + lead), src)
+    return parse_probe(info, packets.stdout, window, path=str(src.resolve()),
+                       size=src.stat().st_size, subject=src)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mediatasks import runner
-from mediatasks.errors import VerificationFailed
+from mediatasks.errors import REPORT_HINT, VerificationFailed
 from mediatasks.isobmff import IDENTITY, parse_ffprobe_matrix
 from mediatasks.models import JobPlan, parse_rational
 from mediatasks.steps.audio import kept_tracks
@@ -64,7 +64,7 @@ def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
     want_frames = plan.frame_count if exact else frames_encoded
     if frames != want_frames:
         raise VerificationFailed(f"the output has {frames} video frames, the source {want_frames}",
-                                 path=subject)
+                                 path=subject, hint=REPORT_HINT)
     have = Counter(str(s.get("codec_type")) for s in streams)
     for kind, n in expected_streams(plan).items():
         if have[kind] < n:
@@ -72,6 +72,8 @@ def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
                                      path=subject)
     video = videos[0]
     src_size = plan.spec.options.scale or (plan.source.video.width, plan.source.video.height)
+    if any(f.startswith("transpose") for f in plan.display_filters):
+        src_size = (src_size[1], src_size[0])  # turned a quarter in the pixels, after any scale
     out_size = (int(video.get("width") or 0), int(video.get("height") or 0))
     if out_size != src_size:
         raise VerificationFailed(f"the output is {out_size[0]}x{out_size[1]}, the source "
@@ -94,7 +96,7 @@ def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
                      if abs(a - b) == worst)
             raise VerificationFailed(
                 f"frame {i} is shown at {float(out_t[i]):.4f}s instead of {float(src_t[i]):.4f}s",
-                path=subject)
+                path=subject, hint=REPORT_HINT)
     _check_av_offset(plan, streams, subject)
     return frames
 
