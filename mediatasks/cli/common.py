@@ -99,7 +99,7 @@ def history_service() -> JobService:
     from mediatasks.service import JobService
 
     history = open_history(get_settings().database_url)
-    return JobService(history, where=f"the history at {history.url}")
+    return JobService(history, where=f"the history at {history.url}", library_log=history)
 
 
 def local_service(broker_url: str) -> JobService:

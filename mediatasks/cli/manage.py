@@ -158,13 +158,7 @@ def undo(job_id: Annotated[str, typer.Argument(help="A batch id or a job id.")],
          as_json: JsonOpt = False) -> None:
     """Put originals back and remove what a policy job or batch published (exit 1 if an
     original was deleted and cannot come back)."""
-    from mediatasks import library
-
-    service = history_service()
-    report = library.undo(job_id, service.store)  # type: ignore[arg-type]
-    if report.complete:
-        ids = [r.job_id for r in service.batch(job_id)] or [job_id]
-        service.undone(ids)
+    report = history_service().undo(job_id)
     if as_json:
         print(json.dumps({"job_id": job_id, "status": "undone" if report.complete else "partial",
                           **json.loads(report.model_dump_json())}))

@@ -40,4 +40,5 @@ def service_for(app: Any, database_url: str | None) -> JobService:
 
     history = open_history(database_url)
     return JobService(history, kv=app.backend, dispatcher=CeleryDispatcher(app), bus=bus_for(app),
-                      where=f"the history at {history.url}", roots=get_settings().root_paths)
+                      where=f"the history at {history.url}", roots=get_settings().root_paths,
+                      library_log=history)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mediatasks.errors import BrokerUnavailable, InvalidOptions, MediatasksError
+from mediatasks.library import UndoReport
 from mediatasks.models import JobResult, JobSpec
 from mediatasks.service import trust
 from mediatasks.service.lifecycle import (
@@ -193,6 +194,22 @@ class JobService(JobReader):
         self._dispatch(job_id, lambda d: d.analyse(spec))
         return spec
 
+    def undo(self, some_id: str) -> UndoReport:
+        """Put originals back and remove what a policy job (or every job of a batch) published;
+        jobs whose changes were all undone become ``undone``.
+
+        Raises:
+            NothingToUndo, UndoRefused: from the library (nothing was changed).
+        """
+        from mediatasks import library
+
+        if self.library_log is None:
+            raise InvalidOptions("this service has no library log to undo from")
+        report = library.undo(some_id, self.library_log)
+        if report.complete:
+            self.undone([r.job_id for r in self.batch(some_id)] or [some_id])
+        return report
+
     def undone(self, job_ids: list[str]) -> None:
         """Jobs whose library changes were all undone."""
         for job_id in job_ids:
@@ -217,7 +234,7 @@ class JobService(JobReader):
         if now - self._last_progress.get(key, 0.0) < PROGRESS_INTERVAL:
             return False
         self._last_progress[key] = now
-        if self._ended(job_id):
+        if self._job_over(job_id):
             return False
         self._announce(self.store.append_event(job_id, "chunk.progress", {
             "index": index, "frames": frames, "total": total, "fps": round(fps, 2)}))
@@ -226,7 +243,7 @@ class JobService(JobReader):
     def chunk_finished(self, job_id: str, index: int, *, frames: int, reused: bool,
                        seconds: float) -> None:
         self._last_progress.pop((job_id, index), None)
-        if self._ended(job_id):
+        if self._job_over(job_id):
             return
         self._announce(self.store.append_event(job_id, "chunk.finished", {
             "index": index, "frames": frames, "reused": reused, "seconds": round(seconds, 2)}))
@@ -274,7 +291,7 @@ class JobService(JobReader):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _ended(self, job_id: str) -> bool:
+    def _job_over(self, job_id: str) -> bool:
         """Whether the job has ended: a chunk's report then comes from a late copy of its task
         (a worker that was cut off while others finished the job) and is dropped."""
         record = self.store.get(job_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mediatasks.errors import InvalidOptions
 from mediatasks.jobstate import JobState
+from mediatasks.library import OperationLog
 from mediatasks.service.lifecycle import SETTLED, batch_status, parse_status
 from mediatasks.service.ports import Dispatcher, EventBus, JobStore, KeyValue
 from mediatasks.service.records import Event, JobRecord
@@ -25,8 +26,10 @@ class JobReader:
 
     def __init__(self, store: JobStore, *, kv: KeyValue | None = None,
                  dispatcher: Dispatcher | None = None, bus: EventBus | None = None,
-                 where: str = "the job history", roots: tuple[Path, ...] = ()):
+                 where: str = "the job history", roots: tuple[Path, ...] = (),
+                 library_log: OperationLog | None = None):
         self.store = store
+        self.library_log = library_log  # where library changes are recorded (for undo)
         self.kv = kv
         self.dispatcher = dispatcher
         self.bus = bus
