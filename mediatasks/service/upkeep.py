@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mediatasks.errors import MediatasksError
+from mediatasks.library import TRASH_DIR_NAME
 from mediatasks.service.jobs import JobService
 from mediatasks.service.lifecycle import SETTLED, TERMINAL, WORKING
 
 log = logging.getLogger(__name__)
 
-TRASH_DIR_NAME = ".mediatasks-trash"  # mediatasks.library's; the service does not import it
 
 
 def find_stalled(service: JobService, *, quiet_for: float, retries: int,

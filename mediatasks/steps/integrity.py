@@ -4,10 +4,8 @@ refused under ``--strict``: a source is never silently short."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from mediatasks.errors import UndecodableMedia
-from mediatasks.models import ProbeResult
+from mediatasks.models import ProbeResult, parse_rational
 
 # What a declared duration may exceed the frames by before the file counts as cut short: a
 # frame or two of rounding, a container that pads its duration with the audio's tail.
@@ -42,12 +40,8 @@ def missing_frames(source: ProbeResult) -> tuple[str, ...]:
 
 def _rate(source: ProbeResult) -> float:
     v = source.video
-    for text in (v.avg_frame_rate, v.r_frame_rate):
-        if text and "/" in text:
-            num, _, den = text.partition("/")
-            if num.isdigit() and den.isdigit() and int(den) and int(num):
-                return float(Fraction(int(num), int(den)))
-    return 0.0
+    rate = parse_rational(v.avg_frame_rate) or parse_rational(v.r_frame_rate)
+    return float(rate) if rate else 0.0
 
 
 def check(source: ProbeResult, *, strict: bool) -> tuple[str, ...]:
