@@ -213,7 +213,7 @@ def test_the_api_shares_the_workers_environment_and_history_and_is_on_loopback_o
 class _Health(BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+    def do_GET(self) -> None:
         self.send_response(self.status if self.path == "/healthz" else 404)
         self.end_headers()
 

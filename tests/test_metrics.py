@@ -14,6 +14,7 @@ from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy.engine import Connection
 from test_history import postgres_database
 
 from mediatasks.api.metrics import render_metrics
@@ -109,7 +110,7 @@ def fill(history: History, tmp_path: Path) -> None:
         webhook_tables(conn, ATTEMPTS, DELIVERIES)
 
 
-def webhook_tables(conn: object, attempts: list[str], deliveries: list[str]) -> None:
+def webhook_tables(conn: Connection, attempts: list[str], deliveries: list[str]) -> None:
     """The webhooks' tables as their schema step creates them, with these outcomes and statuses."""
     meta = MetaData()
     attempt = Table("webhook_attempts", meta,
@@ -121,12 +122,12 @@ def webhook_tables(conn: object, attempts: list[str], deliveries: list[str]) -> 
     delivery = Table("webhook_deliveries", meta, Column("id", String(40), primary_key=True),
                      Column("key", String(64)), Column("status", String(16)),
                      Column("attempts", Integer))
-    meta.create_all(conn)  # type: ignore[arg-type]
+    meta.create_all(conn)
     for n, outcome in enumerate(attempts):
-        conn.execute(attempt.insert().values(delivery_id=f"msg_{n}", n=1, at=NOW,  # type: ignore[attr-defined]
+        conn.execute(attempt.insert().values(delivery_id=f"msg_{n}", n=1, at=NOW,
                                              outcome=outcome))
     for n, status in enumerate(deliveries):
-        conn.execute(delivery.insert().values(id=f"msg_{n}", key="a", status=status,  # type: ignore[attr-defined]
+        conn.execute(delivery.insert().values(id=f"msg_{n}", key="a", status=status,
                                               attempts=1))
 
 
@@ -225,7 +226,7 @@ def test_queue_depth_counts_every_queued_message_priority_sub_queues_included(
     from celery import Celery
 
     sender = Celery("sender", broker=broker)
-    sent = {"cpu": [None, 9, 9], "io": [None], "gpu": []}  # priorities
+    sent: dict[str, list[int | None]] = {"cpu": [None, 9, 9], "io": [None], "gpu": []}
     for queue, priorities in sent.items():
         for priority in priorities:
             sender.send_task("mediatasks.probe", kwargs={"spec": {"job_id": uuid.uuid4().hex}},

@@ -44,7 +44,7 @@ def test_a_task_log_shows_the_encode_rather_than_the_frame_count_after_it() -> N
 
 def test_a_task_log_keeps_the_last_4_kb_of_stderr() -> None:
     lines = tuple(f"{i:04d} " + "x" * 195 for i in range(40))
-    argv, tail = runner.task_log([ran("ffmpeg", code=1, tail=lines)]) or ("", "")
+    _, tail = runner.task_log([ran("ffmpeg", code=1, tail=lines)]) or ("", "")
     assert len(tail) == runner.LOG_TAIL_CHARS and tail.endswith(lines[-1])
 
 

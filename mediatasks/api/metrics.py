@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
@@ -33,11 +34,12 @@ def queue_depths(broker_url: str, queues: tuple[str, ...] = QUEUES,
     """Messages waiting in each queue (on Redis, with kombu's priority sub-queues); None when the
     broker cannot be reached. Reserved messages (on a worker, not yet acknowledged) are not counted.
     """
-    from kombu import Connection
+    from kombu.connection import Connection
     from kombu.exceptions import ChannelError
 
+    connection: Any = Connection  # kombu is untyped
     try:
-        with Connection(broker_url, connect_timeout=timeout,
+        with connection(broker_url, connect_timeout=timeout,
                         transport_options={"socket_timeout": timeout}) as conn:
             conn.ensure_connection(max_retries=0)  # one try: the next scrape is the retry
             depths: dict[str, int] = {}
