@@ -99,8 +99,9 @@ def families(figures: Figures | None, depths: dict[str, int] | None) -> Iterator
         states.add_metric([state], float(n))
     yield states
     yield _histogram("mediatasks_job_duration_seconds",
-                     "Seconds from the start of probing to the end, of every ended job, by how "
-                     "it ended", ["outcome"],
+                     f"Seconds from the start of probing to the end, of the jobs that ended in "
+                     f"the last {window}, by how they ended (a window: read it without rate())",
+                     ["outcome"],
                      {(outcome, ): h for outcome, h in figures.job_seconds.items()})
     yield CounterMetricFamily("mediatasks_frames_encoded",
                               "Frames written by every job that ran to its end",

@@ -6,11 +6,13 @@ time gives the whole cluster's figures: no counters in worker processes, no push
 What each query reads, so that a scrape stays cheap on a big history:
 
 - jobs by state: ``GROUP BY status`` on the indexed column;
-- totals over every job (durations of ended jobs, frames, bytes): one pass over ``jobs``, one row
-  per job, so they are true counters that only grow (a retried job leaves the failed ones);
+- totals over every job (frames, bytes): one light pass over ``jobs``, so they are true counters
+  that only grow;
 - retries: the sum over the tasks that were retried, read from the index on ``tasks.retries``;
-- recent figures (chunk encode times, encode speed): the rows that finished in the last
-  ``window`` (an hour by default), through the indexes on ``finished_at``;
+- recent figures (job durations, chunk encode times, encode speed): the rows that finished in the
+  last ``window`` (an hour by default), read through the indexes on ``finished_at`` and bucketed
+  here: a duration is worked out row by row, too slow for every row of a big history at every
+  scrape;
 - webhooks: attempts by outcome and deliveries by status, where those tables exist.
 """
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, column, func, inspect, select, table
+from sqlalchemy import case, column, func, inspect, select, table
 from sqlalchemy.engine import Connection, Engine
 
 from mediatasks.history.schema import jobs, tasks
@@ -32,8 +34,7 @@ WINDOW = timedelta(hours=1)
 JOB_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 CHUNK_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 ENCODE_TASK = "mediatasks.encode_chunk"
-# Jobs that ran to their end have frames_out; the published ones also both sizes.
-_FINISHED = ("succeeded", "kept", "undone")
+# Jobs that ran to their end have frames_out (a retry clears it); the published ones both sizes.
 _PUBLISHED = ("succeeded", "undone")
 
 
@@ -52,7 +53,7 @@ class Figures:
     """The history's figures at one moment."""
 
     jobs_by_state: dict[str, int]
-    job_seconds: dict[str, Histogram]  # by how the job ended
+    job_seconds: dict[str, Histogram]  # jobs that ended within the window, by how they ended
     frames_encoded: int  # frames_out of every job that finished
     bytes_in: int  # sources of the published jobs
     bytes_out: int  # their outputs
@@ -69,21 +70,15 @@ class Figures:
         return self.bytes_in - self.bytes_out
 
 
-def _seconds(conn: Connection, end: Any, start: Any) -> ColumnElement[Any]:
-    """``end - start`` in seconds, as each database spells it."""
-    if conn.dialect.name == "sqlite":
-        return (func.julianday(end) - func.julianday(start)) * 86400.0
-    return func.extract("epoch", end - start)
+def _histogram(seconds: Sequence[float], buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(buckets=buckets,
+                     counts=tuple(sum(1 for x in seconds if x <= limit) for limit in buckets),
+                     count=len(seconds), total=float(sum(seconds)))
 
 
-def _bucketed(seconds: ColumnElement[Any], buckets: Sequence[float]) -> list[Any]:
-    return [func.sum(case((seconds <= limit, 1), else_=0)) for limit in buckets]
-
-
-def _histogram(row: Any, buckets: tuple[float, ...]) -> Histogram:
-    count, total, *counts = row
-    return Histogram(buckets=buckets, counts=tuple(int(c or 0) for c in counts),
-                     count=int(count or 0), total=float(total or 0.0))
+def _took(row: Any) -> float:
+    """Seconds from ``started_at`` to ``finished_at`` of a row (both as the database hands them)."""
+    return max(0.0, float((row.finished_at - row.started_at).total_seconds()))
 
 
 def _by(conn: Connection, name: str, key: str) -> dict[str, int] | None:
@@ -105,15 +100,16 @@ def read_figures(engine: Engine, *, window: timedelta = WINDOW,
         for status, n in conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)):
             by_state[str(status)] = int(n)
 
-        took = _seconds(conn, jobs.c.finished_at, jobs.c.started_at)
-        ended = conn.execute(
-            select(jobs.c.status, func.count(), func.sum(took), *_bucketed(took, JOB_BUCKETS))
-            .where(jobs.c.status.in_(sorted(TERMINAL)))
-            .where(jobs.c.started_at.is_not(None)).where(jobs.c.finished_at.is_not(None))
-            .group_by(jobs.c.status))
-        empty = Histogram(buckets=JOB_BUCKETS, counts=(0,) * len(JOB_BUCKETS))
-        job_seconds = dict.fromkeys(sorted(TERMINAL), empty)
-        job_seconds.update({str(r[0]): _histogram(r[1:], JOB_BUCKETS) for r in ended})
+        # The window's rows, through the index on finished_at (a condition on status would lead
+        # the database to its index on status: a scan of most jobs); durations in Python.
+        ended = list(conn.execute(
+            select(jobs.c.status, jobs.c.started_at, jobs.c.finished_at, jobs.c.frames_out)
+            .where(jobs.c.finished_at >= since).where(jobs.c.started_at.is_not(None))))
+        job_seconds = {state: _histogram([_took(r) for r in ended if r.status == state],
+                                         JOB_BUCKETS) for state in sorted(TERMINAL)}
+        done = [r for r in ended if r.frames_out is not None]  # ran to the end (retry clears it)
+        frames_done, seconds_done = sum(r.frames_out for r in done), sum(_took(r) for r in done)
+        fps = frames_done / seconds_done if frames_done and seconds_done > 0 else None
 
         published = jobs.c.status.in_(_PUBLISHED) & jobs.c.size_out.is_not(None)
         frames, size_in, size_out = conn.execute(select(
@@ -125,24 +121,17 @@ def read_figures(engine: Engine, *, window: timedelta = WINDOW,
         retries = conn.execute(select(func.coalesce(func.sum(tasks.c.retries), 0))
                                .where(tasks.c.retries > 0)).scalar()
 
-        chunk = _seconds(conn, tasks.c.finished_at, tasks.c.started_at)
         chunks = conn.execute(
-            select(func.count(), func.sum(chunk), *_bucketed(chunk, CHUNK_BUCKETS))
+            select(tasks.c.started_at, tasks.c.finished_at)
             .where(tasks.c.finished_at >= since).where(tasks.c.name == ENCODE_TASK)
-            .where(tasks.c.state == "SUCCESS").where(tasks.c.started_at.is_not(None))).one()
-
-        recent_frames, recent_seconds = conn.execute(
-            select(func.sum(jobs.c.frames_out), func.sum(took))
-            .where(jobs.c.finished_at >= since).where(jobs.c.status.in_(_FINISHED))
-            .where(jobs.c.started_at.is_not(None)).where(jobs.c.frames_out.is_not(None))).one()
-        fps = (float(recent_frames) / float(recent_seconds)
-               if recent_frames and recent_seconds and recent_seconds > 0 else None)
+            .where(tasks.c.state == "SUCCESS").where(tasks.c.started_at.is_not(None)))
+        chunk_seconds = _histogram([_took(r) for r in chunks], CHUNK_BUCKETS)
 
         attempts = _by(conn, "webhook_attempts", "outcome")
         deliveries = _by(conn, "webhook_deliveries", "status")
     return Figures(jobs_by_state=by_state, job_seconds=job_seconds, frames_encoded=int(frames),
                    bytes_in=int(size_in), bytes_out=int(size_out), retries=int(retries or 0),
-                   chunk_seconds=_histogram(chunks, CHUNK_BUCKETS), encode_fps=fps,
+                   chunk_seconds=chunk_seconds, encode_fps=fps,
                    window=window, webhook_attempts=attempts, webhook_deliveries=deliveries,
                    at=now)
 
