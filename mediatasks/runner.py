@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import ctypes
 import logging
 import os
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, str]], None]
 
 _TAIL_LINES = 40
+# What a task keeps of the commands it ran (see ``record_commands``): the last few, 4 KB of stderr.
+_KEPT_COMMANDS = 16
+LOG_TAIL_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,40 @@ class Completed:
     stdout: str
     stderr_tail: tuple[str, ...]
     seconds: float
+
+
+# The commands run in this context since ``record_commands`` (a Celery task: the signals set it
+# before the task body and read it after); None where nobody asked, so nothing is kept.
+_recorded: contextvars.ContextVar[collections.deque[Completed] | None] = contextvars.ContextVar(
+    "mediatasks_recorded_commands", default=None)
+
+
+def record_commands() -> None:
+    """Keep the commands run from here on in this context (thread), for ``task_log``."""
+    _recorded.set(collections.deque(maxlen=_KEPT_COMMANDS))
+
+
+def recorded_commands() -> list[Completed]:
+    """The commands run since ``record_commands``, oldest first."""
+    return list(_recorded.get() or ())
+
+
+def _remember(done: Completed) -> None:
+    kept = _recorded.get()
+    if kept is not None:
+        kept.append(done)
+
+
+def task_log(commands: Sequence[Completed]) -> tuple[str, str] | None:
+    """The command a task's log shows, as (shlex-joined argv, the last ~4 KB of its stderr): the
+    last one that failed, else the last that was not a probe (the encode, not the frame count
+    after it), else the last one; None when it ran none."""
+    if not commands:
+        return None
+    failed = [c for c in commands if c.returncode != 0]
+    work = [c for c in commands if "ffprobe" not in Path(c.argv[0]).name]
+    chosen = (failed or work or list(commands))[-1]
+    return shlex.join(chosen.argv), "\n".join(chosen.stderr_tail)[-LOG_TAIL_CHARS:]
 
 
 @dataclass
@@ -233,6 +271,10 @@ def run(
             t.join(timeout=5)
         proc.stdout.close()
         proc.stderr.close()
+        _remember(Completed(argv=tuple(argv), returncode=proc.returncode
+                            if proc.returncode is not None else -signal.SIGKILL,
+                            stdout="", stderr_tail=tuple(err.lines),
+                            seconds=time.monotonic() - started))
     if cancelled:
         raise JobCancelled(f"{Path(argv[0]).name} stopped: the job was cancelled", path=subject)
     done = Completed(

@@ -117,6 +117,22 @@ def test_jobs_are_listed_newest_first_and_filtered_by_status(history: History) -
         service.list_jobs(status="bogus")
 
 
+def test_a_task_keeps_the_command_it_ran_until_a_later_run_runs_another(history: History) -> None:
+    history.task_started("t", "j1", name="mediatasks.encode_chunk", queue="cpu", worker="w")
+    history.task_retried("t", name="mediatasks.encode_chunk", error="disk full",
+                         log=("ffmpeg -i a", "No space left on device"))
+    history.task_started("t", "j1", name="mediatasks.encode_chunk", queue="cpu", worker="w")
+    history.task_finished("t", name="mediatasks.encode_chunk", state="FAILURE", error="x")
+    job = history.get("j1")
+    assert job is not None
+    (task,) = job.tasks
+    assert (task.argv, task.log_tail, task.retries) == ("ffmpeg -i a", "No space left on device", 1)
+    history.task_finished("t", name="mediatasks.encode_chunk", state="SUCCESS",
+                          log=("ffmpeg -i b", ""))
+    job = history.get("j1")
+    assert job is not None and (job.tasks[0].argv, job.tasks[0].log_tail) == ("ffmpeg -i b", "")
+
+
 def test_a_task_for_an_unknown_job_creates_the_job(history: History) -> None:
     history.task_started("t", "elsewhere", name="mediatasks.probe", queue="io", worker="w")
     job = history.get("elsewhere")
@@ -152,8 +168,10 @@ def test_a_version_1_database_is_upgraded_in_place_keeping_its_jobs(empty_databa
     history = History(empty_database)
     try:
         with history.engine.connect() as conn:
-            assert current_version(conn) == SCHEMA_VERSION == 4
+            assert current_version(conn) == SCHEMA_VERSION == 5
             assert "ix_jobs_batch_id" in {ix["name"] for ix in inspect(conn).get_indexes("jobs")}
+            assert {"argv", "log_tail"} <= {c["name"] for c in inspect(conn).get_columns("tasks")}
+            assert "ix_tasks_finished_at" in {ix["name"] for ix in inspect(conn).get_indexes("tasks")}
             assert "chunks_reused" in {c["name"] for c in inspect(conn).get_columns("jobs")}
         old = history.get("old")
         assert old is not None and old.status == "succeeded" and old.batch_id is None

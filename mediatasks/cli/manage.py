@@ -170,7 +170,7 @@ def undo(job_id: Annotated[str, typer.Argument(help="A batch id or a job id.")],
         for p in report.removed_dirs:
             out.print(f"removed   {p}/")
         for line in report.lost:
-            err.print(f"mediatasks: {line}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"mediatasks: {line}", markup=False, highlight=False)
         out.print(f"{job_id}: {report.undone} change(s) undone")
     if not report.complete:
         raise typer.Exit(1)
@@ -194,8 +194,12 @@ def jobs_list(
 
 
 def jobs_show(job_id: Annotated[str, typer.Argument(help="The job id.")],
+              logs: Annotated[bool, typer.Option(
+                  "--logs", help="Also each task's last ffmpeg/ffprobe command and the end of "
+                                 "its stderr.")] = False,
               as_json: JsonOpt = False) -> None:
-    """One job with every task: name, queue, worker, state, times, retries, error."""
+    """One job with every task: name, queue, worker, state, times, retries, error (with --logs,
+    the command each task ran and its stderr tail)."""
     record = history_service().get(job_id)
     if as_json:
         print(record.model_dump_json())
@@ -212,6 +216,17 @@ def jobs_show(job_id: Annotated[str, typer.Argument(help="The job id.")],
         out.print(f"  {t.name.removeprefix('mediatasks.'):<13} {t.queue or '-':<4} "
                   f"{t.state:<8} {took:>7}  retries {t.retries}  {t.worker or '-'}"
                   + (f"  {t.error}" if t.error else ""), markup=False, highlight=False)
+        if logs:
+            _print_log(t.argv, t.log_tail)
+
+
+def _print_log(argv: str | None, tail: str | None) -> None:
+    if argv is None:
+        out.print("      (no command recorded)", markup=False, highlight=False)
+        return
+    out.print(f"      $ {argv}", markup=False, highlight=False)
+    for line in (tail or "").splitlines():
+        out.print(f"      | {line}", markup=False, highlight=False)
 
 
 def gc(

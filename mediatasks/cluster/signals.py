@@ -1,5 +1,6 @@
 """Celery signals that keep each task's row in the history (name, queue, worker, state, times,
-retries); task bodies stay free of SQL. A job's own state is the job service's, not theirs.
+retries, and the last command it ran with its stderr tail); task bodies stay free of SQL. A job's
+own state is the job service's, not theirs.
 
 Every handler swallows its own errors: a history that cannot be written must never fail a job.
 """
@@ -17,6 +18,7 @@ from celery.signals import (
     task_retry,
 )
 
+from mediatasks import runner
 from mediatasks.history.store import History
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,19 @@ def _job_id(kwargs: Any) -> str | None:
         return None
 
 
+def _log() -> tuple[str, str] | None:
+    """The command this task's row shows, from what the runner recorded since the task began."""
+    try:
+        return runner.task_log(runner.recorded_commands())
+    except Exception:
+        log.exception("could not read the task's commands")
+        return None
+
+
 @task_prerun.connect
 def _started(task_id: str | None = None, task: Any = None, kwargs: Any = None, **_: Any) -> None:
+    # The body runs in this thread and context right after: the runner keeps its commands.
+    runner.record_commands()
     job_id = _job_id(kwargs)
     if not job_id or task is None or task_id is None:
         return
@@ -75,7 +88,8 @@ def _finished(task_id: str | None = None, task: Any = None, kwargs: Any = None,
     job_id = _job_id(kwargs)
     if not job_id or task is None or task_id is None or state not in {"SUCCESS", "IGNORED"}:
         return
-    _safe(lambda h: h.task_finished(task_id, name=task.name, state="SUCCESS"))
+    ran = _log()
+    _safe(lambda h: h.task_finished(task_id, name=task.name, state="SUCCESS", log=ran))
 
 
 @task_failure.connect
@@ -88,7 +102,8 @@ def _failed(task_id: str | None = None, exception: BaseException | None = None,
         return
     name = str(getattr(sender, "name", "task"))
     message = describe(exception, name)
-    _safe(lambda h: h.task_finished(task_id, name=name, state="FAILURE", error=message))
+    ran = _log()
+    _safe(lambda h: h.task_finished(task_id, name=name, state="FAILURE", error=message, log=ran))
 
 
 @task_retry.connect
@@ -96,4 +111,6 @@ def _retried(request: Any = None, reason: Any = None, **_: Any) -> None:
     if request is None or not _job_id(getattr(request, "kwargs", None)):
         return
     name = str(getattr(request, "task", "") or "")
-    _safe(lambda h: h.task_retried(request.id, name=name, error=" ".join(str(reason).split())))
+    ran = _log()
+    _safe(lambda h: h.task_retried(request.id, name=name, error=" ".join(str(reason).split()),
+                                   log=ran))

@@ -13,6 +13,8 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
     v3  jobs.chunks_reused; 64-bit sizes on PostgreSQL
     v4  events: every change of every job, in order; jobs.note; jobs.status wide enough for
         every state of the lifecycle
+    v5  tasks.argv and tasks.log_tail: the last command each task ran and its stderr tail;
+        indexes on jobs.finished_at, tasks.finished_at and tasks.retries for the metrics
 """
 
 from __future__ import annotations
@@ -73,19 +75,34 @@ jobs = Table(
 )
 _jobs_batch_index = Index("ix_jobs_batch_id", jobs.c.batch_id)  # v2
 
+def _tasks_v1_columns() -> list[Column[Any]]:
+    """The tasks columns as version 1 created them."""
+    return [
+        Column("id", String(64), primary_key=True),
+        Column("name", String(128), primary_key=True),
+        Column("job_id", String(64), nullable=False, index=True),
+        Column("queue", String(64)),
+        Column("worker", String(255)),
+        Column("state", String(16), nullable=False),
+        Column("started_at", DateTime(timezone=True)),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("retries", Integer, nullable=False, default=0),
+        Column("error", Text),
+    ]
+
+
 # Keyed by (id, name): a task that replaces itself (plan) hands its id on to the chord's body.
 tasks = Table(
     "tasks", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("name", String(128), primary_key=True),
-    Column("job_id", String(64), nullable=False, index=True),
-    Column("queue", String(64)),
-    Column("worker", String(255)),
-    Column("state", String(16), nullable=False),
-    Column("started_at", DateTime(timezone=True)),
-    Column("finished_at", DateTime(timezone=True)),
-    Column("retries", Integer, nullable=False, default=0),
-    Column("error", Text),
+    *_tasks_v1_columns(),
+    Column("argv", Text),  # v5: shlex-joined argv of the last ffmpeg/ffprobe the task ran
+    Column("log_tail", Text),  # v5: the last ~4 KB of its stderr
+)
+# v5: the metrics read recent rows (a bounded window) and the tasks that were retried.
+_metrics_indexes = (
+    Index("ix_jobs_finished_at", jobs.c.finished_at),
+    Index("ix_tasks_finished_at", tasks.c.finished_at),
+    Index("ix_tasks_retries", tasks.c.retries),
 )
 
 
@@ -124,7 +141,7 @@ def _v1(conn: Connection) -> None:
     """Jobs and their tasks."""
     v1 = MetaData()
     Table("jobs", v1, *_jobs_v1_columns())
-    tasks.to_metadata(v1)  # unchanged since v1; freeze its columns like jobs' when it changes
+    Table("tasks", v1, *_tasks_v1_columns())
     v1.create_all(conn)
 
 
@@ -154,7 +171,17 @@ def _v4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[events])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+def _task_logs(conn: Connection) -> None:
+    """What each task ran: its last command and stderr tail; indexes for the metrics' queries."""
+    have = {c["name"] for c in inspect(conn).get_columns("tasks")}
+    for name in ("argv", "log_tail"):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE tasks ADD COLUMN {name} TEXT"))
+    for index in _metrics_indexes:
+        index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _task_logs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

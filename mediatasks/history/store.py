@@ -60,6 +60,8 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _log_values(log: tuple[str, str] | None) -> dict[str, str]:
+    return {} if log is None else {"argv": log[0], "log_tail": log[1]}
 
 
 class History:
@@ -174,16 +176,22 @@ class History:
                     id=task_id, job_id=job_id, name=name, queue=queue, worker=worker,
                     state="STARTED", started_at=now, retries=0))
 
-    def task_retried(self, task_id: str, *, name: str, error: str) -> None:
+    def task_retried(self, task_id: str, *, name: str, error: str,
+                     log: tuple[str, str] | None = None) -> None:
+        """The task will run again; ``log``: its last command and stderr tail (see task_finished)."""
         with self.engine.begin() as conn:
             conn.execute(tasks.update().where((tasks.c.id == task_id) & (tasks.c.name == name))
-                         .values(state="RETRY", retries=tasks.c.retries + 1, error=error))
+                         .values(state="RETRY", retries=tasks.c.retries + 1, error=error,
+                                 **_log_values(log)))
 
     def task_finished(self, task_id: str, *, name: str, state: str,
-                      error: str | None = None) -> None:
+                      error: str | None = None, log: tuple[str, str] | None = None) -> None:
+        """The task ended; ``log``: (argv, stderr tail) of the command it ran, kept when given (a
+        run that ran no command leaves an earlier run's)."""
         with self.engine.begin() as conn:
             conn.execute(tasks.update().where((tasks.c.id == task_id) & (tasks.c.name == name))
-                         .values(state=state, error=error, finished_at=_now()))
+                         .values(state=state, error=error, finished_at=_now(),
+                                 **_log_values(log)))
 
     def record_operation(self, job_id: str, kind: str, *, batch_id: str | None = None,
                          src: str | Path | None = None, dst: str | Path | None = None,
@@ -221,7 +229,8 @@ class History:
             batch_id=m["batch_id"], chunks_reused=m["chunks_reused"], note=m["note"],
             tasks=tuple(TaskRecord(id=t.id, name=t.name, queue=t.queue, worker=t.worker,
                                    state=t.state, started_at=t.started_at,
-                                   finished_at=t.finished_at, retries=t.retries, error=t.error)
+                                   finished_at=t.finished_at, retries=t.retries, error=t.error,
+                                   argv=t.argv, log_tail=t.log_tail)
                         for t in task_rows))
 
     def jobs_in_batch(self, batch_id: str) -> list[JobRecord]:

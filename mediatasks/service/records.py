@@ -24,6 +24,8 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None
     retries: int
     error: str | None
+    argv: str | None = None  # the last ffmpeg/ffprobe it ran (the one that failed, if one did)
+    log_tail: str | None = None  # that command's stderr, the last ~4 KB
 
 
 class JobRecord(BaseModel):

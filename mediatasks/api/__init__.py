@@ -1,0 +1,1 @@
+"""The HTTP API: an adapter over the job service, like the CLI."""
