@@ -36,9 +36,10 @@ def open_history(url: str | None) -> History:
 
 
 def service_for(app: Any, database_url: str | None) -> JobService:
+    from mediatasks.cluster.webhooks import webhooks_for
     from mediatasks.settings import get_settings
 
     history = open_history(database_url)
     return JobService(history, kv=app.backend, dispatcher=CeleryDispatcher(app), bus=bus_for(app),
                       where=f"the history at {history.url}", roots=get_settings().root_paths,
-                      library_log=history)
+                      library_log=history, notifier=webhooks_for(app, database_url))

@@ -13,6 +13,7 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
     v3  jobs.chunks_reused; 64-bit sizes on PostgreSQL
     v4  events: every change of every job, in order; jobs.note; jobs.status wide enough for
         every state of the lifecycle
+    v5  webhook_subscriptions, webhook_deliveries, webhook_attempts: the webhook outbox
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -120,6 +122,48 @@ events = Table(
 )
 
 
+# The webhook outbox (v5): a subscription per job or batch id, with the last event seq relayed;
+# one delivery per webhook message (its id is the Standard Webhooks message id); every attempt.
+webhook_subscriptions = Table(
+    "webhook_subscriptions", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("key_id", String(32)),
+    Column("cursor", Integer, nullable=False, default=0),
+    Column("progress_pct", Integer),
+    Column("progress_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key", String(64), nullable=False, index=True),
+    Column("job_id", String(64)),
+    Column("type", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("next_attempt_at", DateTime(timezone=True)),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False, index=True),
+    Column("n", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Float, nullable=False),
+    Column("error", Text),
+    Column("outcome", String(16), nullable=False),
+)
+
+
 def _v1(conn: Connection) -> None:
     """Jobs and their tasks."""
     v1 = MetaData()
@@ -154,7 +198,13 @@ def _v4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[events])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+def _webhooks(conn: Connection) -> None:
+    """The webhook outbox: subscriptions, deliveries and their attempts."""
+    metadata.create_all(conn, tables=[webhook_subscriptions, webhook_deliveries,
+                                      webhook_attempts])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _webhooks]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
