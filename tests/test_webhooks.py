@@ -380,7 +380,7 @@ def test_urls_and_secrets_are_checked_with_one_line_that_names_the_fix() -> None
     for bad in ("ftp://example.com/x", "example.com/x", "http://", "file:///etc/passwd"):
         with pytest.raises(InvalidOptions, match="is not an http:// or https:// URL"):
             check_url(bad)
-    with pytest.raises(InvalidOptions, match="MEDIATASKS_WEBHOOK_SECRET is not set.*openssl"):
+    with pytest.raises(InvalidOptions, match=r"MEDIATASKS_WEBHOOK_SECRET is not set.*openssl"):
         check_secret(None)
     with pytest.raises(InvalidOptions, match="MEDIATASKS_WEBHOOK_SECRET is not a webhook secret"):
         check_secret("whsec_")

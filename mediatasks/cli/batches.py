@@ -52,7 +52,7 @@ def batch_command(mode: str, sources: list[Path], policy_path: Path, *, output_d
         results = batches.initial_results(prepared, stopped=True)
     elif mode == "submit":
         if webhook_url is not None:
-            from mediatasks.cli.jobs import subscribe
+            from mediatasks.cli.webhooks import subscribe
 
             subscribe([batch_id] + [p.plan.spec.job_id for p in prepared if p.plan is not None],
                       webhook_url)

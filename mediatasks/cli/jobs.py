@@ -143,6 +143,8 @@ def submit(
     jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
                      exact_preview=False, hold=hold, strict=strict)
     if webhook_url is not None:
+        from mediatasks.cli.webhooks import subscribe
+
         subscribe([jp.spec.job_id], webhook_url)
     record = shared_service().submit(jp.spec)
     if as_json:
@@ -151,13 +153,3 @@ def submit(
         out.print(f"submitted {record.job_id}: {jp.spec.input} -> {jp.spec.output}")
         if hold:
             err.print(f"it waits for 'mediatasks approve {record.job_id}' once planned")
-
-
-def subscribe(keys: list[str], url: str) -> None:
-    """Send the webhooks of these jobs (and batch) to ``url``, before they are submitted."""
-    from mediatasks.cli.webhooks import webhooks_service
-
-    hooks = webhooks_service()
-    secret = get_settings().webhook_secret or ""
-    for key in keys:
-        hooks.subscribe(key, url, secret)

@@ -18,7 +18,7 @@ DeliveryArg = Annotated[str, typer.Argument(help="The delivery (message) id, msg
 def webhooks_service() -> Any:
     """The webhooks over the job history, sending through the shared cluster."""
     from mediatasks.cluster.app import app
-    from mediatasks.cluster.webhooks import webhooks_for
+    from mediatasks.cluster.services import webhooks_for
 
     return webhooks_for(app, get_settings().database_url)
 
@@ -60,3 +60,12 @@ def webhooks_replay(delivery_id: DeliveryArg, as_json: JsonOpt = False) -> None:
     else:
         out.print(f"{delivery.id}: {delivery.type} sent again to {delivery.url}", markup=False,
                   highlight=False)
+
+
+def subscribe(keys: list[str], url: str) -> None:
+    """Send the webhooks of these jobs (and batch) to ``url``, signed with
+    MEDIATASKS_WEBHOOK_SECRET; called before they are submitted."""
+    hooks = webhooks_service()
+    secret = get_settings().webhook_secret or ""
+    for key in keys:
+        hooks.subscribe(key, url, secret)

@@ -2,7 +2,7 @@
 
 from celery import Celery
 
-app = Celery("mediatasks", include=["mediatasks.cluster.tasks", "mediatasks.cluster.webhooks"])
+app = Celery("mediatasks", include=["mediatasks.cluster.tasks"])
 app.config_from_object("celeryconfig")
 if app.conf.task_serializer == "auth":
     # Registers the signing serializer; JSON stays decodable for results and events, while task

@@ -25,7 +25,7 @@ def upkeep_once(app: Any) -> None:
     if stalled:
         log.warning("stalled jobs found and handled: %s", ", ".join(stalled))
     try:
-        from mediatasks.cluster.webhooks import webhooks_for
+        from mediatasks.cluster.services import webhooks_for
 
         resent = webhooks_for(app, settings.database_url).catch_up()
         if resent:
