@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mediatasks.cli.common import JobArg, JsonOpt, out
+from mediatasks.cli.common import JobArg, JsonOpt, err, out
 from mediatasks.settings import get_settings
 
 DeliveryArg = Annotated[str, typer.Argument(help="The delivery (message) id, msg_….",
@@ -44,7 +44,11 @@ def webhooks_list(job_id: JobArg, as_json: JsonOpt = False) -> None:
     """The webhook messages of a job (or batch): type, status, attempts, and the last answer
     (status code or error) with its latency. --json: one delivery a line, every attempt in
     'history'."""
-    for delivery in webhooks_service().deliveries(job_id):
+    found = webhooks_service().deliveries(job_id)
+    if not found and not as_json:
+        err.print(f"{job_id}: no webhook messages (was it submitted with --webhook-url?)",
+                  markup=False, highlight=False)
+    for delivery in found:
         if as_json:
             print(_as_json(delivery))
         else:
