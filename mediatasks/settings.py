@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     signing_key: Path | None = None
     signing_cert: Path | None = None
     signing_cert_store: str | None = None
+    # Webhooks (docs/api.md#webhooks): how long a delivery is retried, each attempt's time-out,
+    # the first retry's delay (doubling, at most an hour and half the visibility timeout), and how
+    # often job.progress is sent (each step percent, or after this many seconds).
+    webhook_retry_for: float = Field(default=86400.0, gt=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_backoff: float = Field(default=10.0, gt=0)
+    webhook_progress_step: int = Field(default=10, ge=1, le=100)
+    webhook_progress_every: float = Field(default=30.0, gt=0)
+    # The secret `submit --webhook-url` signs with ("whsec_" + base64; see docs/api.md#webhooks).
+    webhook_secret: str | None = None
 
     @field_validator("work_dir", mode="before")
     @classmethod

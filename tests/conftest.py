@@ -161,7 +161,9 @@ def cluster(redis_url: str, work_dir: Path, database_url: str,
     logs = tmp_path_factory.mktemp("workers")
     env = dict(os.environ, MEDIATASKS_BROKER_URL=redis_url, MEDIATASKS_RESULT_BACKEND=redis_url,
                MEDIATASKS_WORK_DIR=str(work_dir), MEDIATASKS_RETRY_BACKOFF="1",
-               MEDIATASKS_DATABASE_URL=database_url, MEDIATASKS_HARDWARE_SURVEY="false")
+               MEDIATASKS_DATABASE_URL=database_url, MEDIATASKS_HARDWARE_SURVEY="false",
+               # Webhook retries a fraction of a second apart (tests/test_webhooks.py).
+               MEDIATASKS_WEBHOOK_BACKOFF="0.2")
     app.conf.update(broker_url=redis_url, result_backend=redis_url)
     os.environ["MEDIATASKS_DATABASE_URL"] = database_url
     worker = runner.spawn("worker", worker_args(2, f"test-{uuid.uuid4().hex[:6]}"),

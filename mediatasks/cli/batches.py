@@ -20,7 +20,8 @@ from mediatasks.settings import get_settings
 
 def batch_command(mode: str, sources: list[Path], policy_path: Path, *, output_dir: Path | None,
                   on_error: str, workers: int | None, as_json: bool,
-                  chunk_seconds: float | None = None, hold: bool = False) -> None:
+                  chunk_seconds: float | None = None, hold: bool = False,
+                  webhook_url: str | None = None) -> None:
     from mediatasks.policy import load_policy
 
     settings = get_settings()
@@ -50,6 +51,11 @@ def batch_command(mode: str, sources: list[Path], policy_path: Path, *, output_d
     if failed_early and stop == "stop":
         results = batches.initial_results(prepared, stopped=True)
     elif mode == "submit":
+        if webhook_url is not None:
+            from mediatasks.cli.webhooks import subscribe
+
+            subscribe([batch_id] + [p.plan.spec.job_id for p in prepared if p.plan is not None],
+                      webhook_url)
         results = batches.submit(prepared, shared_service())
     else:
         ended = run_local_batch(prepared, batch_id, workers=workers, stop=stop == "stop",

@@ -116,15 +116,24 @@ def submit(
     policy: PolicyOpt = None,
     output_dir: OutputDirOpt = None,
     on_error: OnErrorOpt = "continue",
+    webhook_url: Annotated[str | None, typer.Option(
+        "--webhook-url", help="POST the job's events here, signed with "
+                              "MEDIATASKS_WEBHOOK_SECRET (docs/api.md#webhooks).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check SOURCE, then hand the job to the cluster's workers (MEDIATASKS_BROKER_URL). With
     --policy, one job per media file of the SOURCES, as one batch."""
+    if webhook_url is not None:
+        from mediatasks.service.webhooks import check_secret, check_url
+
+        check_url(webhook_url)
+        check_secret(get_settings().webhook_secret)
     if policy is not None:
         from mediatasks.cli.batches import batch_command
 
         batch_command("submit", sources, policy, output_dir=output_dir, on_error=on_error,
-                      workers=None, as_json=as_json, chunk_seconds=chunk_seconds, hold=hold)
+                      workers=None, as_json=as_json, chunk_seconds=chunk_seconds, hold=hold,
+                      webhook_url=webhook_url)
         return
     from mediatasks.service.prepare import make_options, prepare_job
 
@@ -133,6 +142,10 @@ def submit(
     opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
                      exact_preview=False, hold=hold, strict=strict)
+    if webhook_url is not None:
+        from mediatasks.cli.webhooks import subscribe
+
+        subscribe([jp.spec.job_id], webhook_url)
     record = shared_service().submit(jp.spec)
     if as_json:
         print(json.dumps({"job_id": record.job_id, "status": record.status}))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +361,37 @@ def cleanup(self: Task, *args: Any, job_id: str, attempt: int = 0, remove: bool 
         shutil.rmtree(folder, ignore_errors=True)
     else:
         encode_step.remove_all_but_verified_chunks(folder)
+
+
+_DELIVERY_ID = re.compile(r"msg_[0-9a-f]{32}")
+
+
+@app.task(bind=True, name="mediatasks.deliver_webhook")
+def deliver_webhook(self: Task, *, delivery_id: str, attempt: int,
+                    until: str | None = None) -> dict[str, Any]:
+    """One attempt to deliver one webhook; the next one, when needed, is sent with a countdown."""
+    from mediatasks.cluster.services import webhooks_for
+    from mediatasks.cluster.webhooks import post
+
+    try:
+        if not isinstance(delivery_id, str) or not _DELIVERY_ID.fullmatch(delivery_id) \
+                or not isinstance(attempt, int):
+            raise ValueError("not a delivery id and attempt")
+        deadline = datetime.fromisoformat(until) if until else None
+    except (TypeError, ValueError) as exc:
+        log.error("mediatasks.deliver_webhook[%s]: message rejected: %s", self.request.id, exc)
+        raise Reject(str(exc), requeue=False) from None
+    settings = get_settings()
+    hooks = webhooks_for(self.app, settings.database_url)
+    ready = hooks.prepare(delivery_id, attempt)
+    if ready is None:
+        return {"dropped": "delivered, failed, or tried since"}
+    delivery, headers = ready
+    outcome, code, latency, error = post(delivery.url, delivery.payload, headers,
+                                         timeout=settings.webhook_timeout)
+    delay = hooks.attempted(delivery, outcome=outcome, latency_ms=latency, status_code=code,
+                            error=error, until=deadline)
+    if outcome != "delivered":
+        log.warning("webhook %s to %s: %s%s", delivery.id, delivery.url, error or outcome,
+                    f"; next attempt in {delay:g}s" if delay is not None else "; given up")
+    return {"delivery": delivery.id, "outcome": outcome, "status_code": code}

@@ -1,5 +1,5 @@
-"""Each worker looks, now and then, for stalled jobs and expired files (a thread of its own: the
-check asks every worker, this one included, what it holds)."""
+"""Each worker looks, now and then, for stalled jobs, webhooks left behind and expired files (a
+thread of its own: the check asks every worker, this one included, what it holds)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def upkeep_once(app: Any) -> None:
     stalled = find_stalled(service, quiet_for=settings.stall_after, retries=settings.stall_retries)
     if stalled:
         log.warning("stalled jobs found and handled: %s", ", ".join(stalled))
+    try:
+        from mediatasks.cluster.services import webhooks_for
+
+        resent = webhooks_for(app, settings.database_url).catch_up()
+        if resent:
+            log.warning("webhooks caught up: %d delivery(ies) sent", len(resent))
+    except Exception:
+        log.exception("webhooks not caught up")
     swept = collect_garbage(service, work_dir=settings.work_dir,
                             older_than=settings.gc_after_days * 86400)
     if swept.work_dirs or swept.trash_dirs:

@@ -15,6 +15,7 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
         every state of the lifecycle
     v5  tasks.argv and tasks.log_tail: the last command each task ran and its stderr tail;
         indexes on jobs.finished_at, tasks.finished_at and tasks.retries for the metrics
+    v6  webhook_subscriptions, webhook_deliveries, webhook_attempts: the webhook outbox
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -137,6 +139,48 @@ events = Table(
 )
 
 
+# The webhook outbox (v5): a subscription per job or batch id, with the last event seq relayed;
+# one delivery per webhook message (its id is the Standard Webhooks message id); every attempt.
+webhook_subscriptions = Table(
+    "webhook_subscriptions", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("key_id", String(32)),
+    Column("cursor", Integer, nullable=False, default=0),
+    Column("progress_pct", Integer),
+    Column("progress_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key", String(64), nullable=False, index=True),
+    Column("job_id", String(64)),
+    Column("type", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("next_attempt_at", DateTime(timezone=True)),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False, index=True),
+    Column("n", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Float, nullable=False),
+    Column("error", Text),
+    Column("outcome", String(16), nullable=False),
+)
+
+
 def _v1(conn: Connection) -> None:
     """Jobs and their tasks."""
     v1 = MetaData()
@@ -181,7 +225,13 @@ def _task_logs(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _task_logs]
+def _webhooks(conn: Connection) -> None:
+    """The webhook outbox: subscriptions, deliveries and their attempts."""
+    metadata.create_all(conn, tables=[webhook_subscriptions, webhook_deliveries,
+                                      webhook_attempts])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _task_logs, _webhooks]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -338,12 +338,18 @@ class JobService(JobReader):
         raise MediatasksError(f"job {job_id} keeps changing; could not make it {new}")
 
     def _announce(self, event: Event | None) -> None:
-        if event is None or self.bus is None:
+        if event is None:
             return
-        try:
-            self.bus.publish(event)
-        except Exception as exc:  # followers still read the log
-            log.debug("event %s not announced: %s", event.seq, exc)
+        if self.bus is not None:
+            try:
+                self.bus.publish(event)
+            except Exception as exc:  # followers still read the log
+                log.debug("event %s not announced: %s", event.seq, exc)
+        if self.notifier is not None:
+            try:
+                self.notifier.notify(event)
+            except Exception as exc:  # the upkeep relays what was missed
+                log.warning("event %s not relayed: %s", event.seq, exc)
 
 
 def _now() -> datetime:

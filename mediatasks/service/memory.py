@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from mediatasks.models import JobSpec
 from mediatasks.service.records import Event, JobRecord
+from mediatasks.service.webhooks import Attempt, Delivery, Subscription
 
 _FIELDS = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused", "error", "started_at",
            "finished_at", "settings", "note", "output", "result_id"}
@@ -129,3 +130,82 @@ class MemoryKeyValue(dict[str, Any]):
 
     def mget(self, keys: list[str]) -> list[Any]:
         return [self.get(k) for k in keys]
+
+
+class MemoryWebhookStore:
+    """A WebhookStore in dicts; the cursor moves by compare-and-set under a lock, as in SQL.
+    ``log`` is the JobStore whose events ``lagging`` compares the cursors with."""
+
+    def __init__(self, log: MemoryStore):
+        self.jobs = log
+        self.subscriptions: dict[str, Subscription] = {}
+        self.rows: dict[str, Delivery] = {}
+        self.attempts: dict[str, list[Attempt]] = {}
+        self._lock = threading.Lock()
+
+    def subscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            old = self.subscriptions.get(subscription.key)
+            self.subscriptions[subscription.key] = subscription if old is None else old.model_copy(
+                update={"url": subscription.url, "secret": subscription.secret,
+                        "key_id": subscription.key_id})
+
+    def subscription(self, key: str) -> Subscription | None:
+        return self.subscriptions.get(key)
+
+    def advance(self, key: str, *, cursor_was: int, cursor: int, progress_pct: int | None,
+                progress_at: datetime | None, deliveries: Sequence[Delivery]) -> bool:
+        with self._lock:
+            sub = self.subscriptions.get(key)
+            if sub is None or sub.cursor != cursor_was:
+                return False
+            if any(d.id in self.rows for d in deliveries):
+                raise ValueError("duplicate delivery id")  # the SQL primary key refuses it too
+            self.subscriptions[key] = sub.model_copy(update={
+                "cursor": cursor, "progress_pct": progress_pct, "progress_at": progress_at})
+            self.rows.update((d.id, d) for d in deliveries)
+            return True
+
+    def lagging(self, limit: int = 1000) -> list[Subscription]:
+        last = {k: max((e.seq for e in self.jobs.events(k)), default=0)
+                for k in self.subscriptions}
+        return [s for k, s in self.subscriptions.items() if last[k] > s.cursor][:limit]
+
+    def _full(self, row: Delivery) -> Delivery:
+        return row.model_copy(update={"history": tuple(self.attempts.get(row.id, []))})
+
+    def delivery(self, delivery_id: str) -> Delivery | None:
+        row = self.rows.get(delivery_id)
+        return self._full(row) if row is not None else None
+
+    def deliveries(self, key: str) -> list[Delivery]:
+        return [self._full(d) for d in self.rows.values() if d.key == key]
+
+    def record_attempt(self, delivery_id: str, attempt: Attempt, *, status: str,
+                       next_attempt_at: datetime | None) -> None:
+        with self._lock:
+            row = self.rows[delivery_id]
+            self.attempts.setdefault(delivery_id, []).append(attempt)
+            self.rows[delivery_id] = row.model_copy(update={
+                "attempts": row.attempts + 1, "status": status, "last_attempt_at": attempt.at,
+                "next_attempt_at": next_attempt_at})
+
+    def reopen(self, delivery_id: str, *, next_attempt_at: datetime) -> None:
+        with self._lock:
+            self.rows[delivery_id] = self.rows[delivery_id].model_copy(
+                update={"status": "pending", "next_attempt_at": next_attempt_at})
+
+    def due(self, before: datetime, limit: int = 1000) -> list[Delivery]:
+        return [self._full(d) for d in self.rows.values() if d.status == "pending"
+                and d.next_attempt_at is not None and d.next_attempt_at < before][:limit]
+
+
+class MemorySender:
+    """Records the deliveries that would have been handed to the delivery task."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, float, datetime | None]] = []
+
+    def send(self, delivery_id: str, *, attempt: int, delay: float = 0.0,
+             until: datetime | None = None) -> None:
+        self.sent.append((delivery_id, attempt, delay, until))

@@ -87,4 +87,10 @@ class EventBus(Protocol):
     def subscribe(self, key: str) -> Subscription: ...
 
 
-__all__ = ["Dispatcher", "EventBus", "JobStore", "KeyValue", "Subscription"]
+class Notifier(Protocol):
+    """Told of every event after it is written (webhooks); must never raise nor block for long."""
+
+    def notify(self, event: Event) -> None: ...
+
+
+__all__ = ["Dispatcher", "EventBus", "JobStore", "KeyValue", "Notifier", "Subscription"]

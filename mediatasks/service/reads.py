@@ -11,7 +11,7 @@ from mediatasks.errors import InvalidOptions
 from mediatasks.jobstate import JobState
 from mediatasks.library import OperationLog
 from mediatasks.service.lifecycle import SETTLED, batch_status, parse_status
-from mediatasks.service.ports import Dispatcher, EventBus, JobStore, KeyValue
+from mediatasks.service.ports import Dispatcher, EventBus, JobStore, KeyValue, Notifier
 from mediatasks.service.records import Event, JobRecord
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,9 @@ class JobReader:
     def __init__(self, store: JobStore, *, kv: KeyValue | None = None,
                  dispatcher: Dispatcher | None = None, bus: EventBus | None = None,
                  where: str = "the job history", roots: tuple[Path, ...] = (),
-                 library_log: OperationLog | None = None):
+                 library_log: OperationLog | None = None, notifier: Notifier | None = None):
         self.store = store
+        self.notifier = notifier  # told of every event after the bus (webhooks)
         self.library_log = library_log  # where library changes are recorded (for undo)
         self.kv = kv
         self.dispatcher = dispatcher
