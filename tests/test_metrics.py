@@ -13,14 +13,13 @@ import pytest
 from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 from test_history import postgres_database
 
 from mediatasks.api.metrics import render_metrics
 from mediatasks.history import History
 from mediatasks.history.figures import CHUNK_BUCKETS, JOB_BUCKETS
-from mediatasks.history.schema import tasks
+from mediatasks.history.schema import tasks, webhook_attempts, webhook_deliveries
 from mediatasks.models import EncodeOptions, JobSpec
 from mediatasks.service.lifecycle import STATUSES, TERMINAL
 
@@ -107,28 +106,19 @@ def fill(history: History, tmp_path: Path) -> None:
             end = NOW - timedelta(seconds=ago)
             conn.execute(tasks.update().where(tasks.c.id == f"t{i}")
                          .values(started_at=end - timedelta(seconds=seconds), finished_at=end))
-        webhook_tables(conn, ATTEMPTS, DELIVERIES)
+        webhook_rows(conn, ATTEMPTS, DELIVERIES)
 
 
-def webhook_tables(conn: Connection, attempts: list[str], deliveries: list[str]) -> None:
-    """The webhooks' tables as their schema step creates them, with these outcomes and statuses."""
-    meta = MetaData()
-    attempt = Table("webhook_attempts", meta,
-                    Column("id", Integer, primary_key=True, autoincrement=True),
-                    Column("delivery_id", String(40), index=True), Column("n", Integer),
-                    Column("at", DateTime(timezone=True)), Column("status_code", Integer),
-                    Column("latency_ms", Float), Column("error", Text),
-                    Column("outcome", String(16)))
-    delivery = Table("webhook_deliveries", meta, Column("id", String(40), primary_key=True),
-                     Column("key", String(64)), Column("status", String(16)),
-                     Column("attempts", Integer))
-    meta.create_all(conn)
+def webhook_rows(conn: Connection, attempts: list[str], deliveries: list[str]) -> None:
+    """Rows in the webhooks' tables, with these outcomes and statuses."""
     for n, outcome in enumerate(attempts):
-        conn.execute(attempt.insert().values(delivery_id=f"msg_{n}", n=1, at=NOW,
-                                             outcome=outcome))
+        conn.execute(webhook_attempts.insert().values(
+            delivery_id=f"msg_{n}", n=1, at=NOW, latency_ms=12.5, outcome=outcome,
+            status_code=200 if outcome == "delivered" else None))
     for n, status in enumerate(deliveries):
-        conn.execute(delivery.insert().values(id=f"msg_{n}", key="a", status=status,
-                                              attempts=1))
+        conn.execute(webhook_deliveries.insert().values(
+            id=f"msg_{n}", key="a", type="job.succeeded", url="http://127.0.0.1:9/hook",
+            payload="{}", status=status, attempts=1, created_at=NOW))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -209,11 +199,11 @@ def test_the_history_figures_are_what_was_written(history: History, tmp_path: Pa
     assert value(metrics["mediatasks_history_up"], "mediatasks_history_up") == 1
 
 
-def test_without_the_webhooks_tables_or_any_job_the_figures_are_zero(tmp_path: Path) -> None:
+def test_without_any_job_or_webhook_the_figures_are_zero(tmp_path: Path) -> None:
     history = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
     metrics = scrape(history, None)
-    assert "mediatasks_webhook_attempts" not in metrics
-    assert "mediatasks_webhook_deliveries" not in metrics
+    assert {s.value for s in metrics["mediatasks_webhook_attempts"]} == {0}
+    assert {s.value for s in metrics["mediatasks_webhook_deliveries"]} == {0}
     assert "mediatasks_encode_fps" not in metrics  # nothing finished: no speed to tell
     assert {s.value for s in metrics["mediatasks_jobs"]} == {0}
     assert value(metrics["mediatasks_frames_encoded"], "mediatasks_frames_encoded_total") == 0

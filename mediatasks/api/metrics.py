@@ -123,19 +123,17 @@ def families(figures: Figures | None, depths: dict[str, int] | None) -> Iterator
         yield GaugeMetricFamily("mediatasks_encode_fps",
                                 f"Frames per second of wall-clock time of the jobs that finished "
                                 f"in the last {window}", value=figures.encode_fps)
-    if figures.webhook_attempts is not None:
-        attempts = CounterMetricFamily("mediatasks_webhook_attempts",
-                                       "Webhook delivery attempts by outcome", labels=["outcome"])
-        for outcome in sorted({"delivered", "http_error", "timeout", "connection_error",
-                               *figures.webhook_attempts}):
-            attempts.add_metric([outcome], float(figures.webhook_attempts.get(outcome, 0)))
-        yield attempts
-    if figures.webhook_deliveries is not None:
-        deliveries = GaugeMetricFamily("mediatasks_webhook_deliveries",
-                                       "Webhook deliveries by status", labels=["status"])
-        for status in sorted({"pending", "delivered", "failed", *figures.webhook_deliveries}):
-            deliveries.add_metric([status], float(figures.webhook_deliveries.get(status, 0)))
-        yield deliveries
+    attempts = CounterMetricFamily("mediatasks_webhook_attempts",
+                                   "Webhook delivery attempts by outcome", labels=["outcome"])
+    for outcome in sorted({"delivered", "http_error", "timeout", "connection_error",
+                           *figures.webhook_attempts}):
+        attempts.add_metric([outcome], float(figures.webhook_attempts.get(outcome, 0)))
+    yield attempts
+    deliveries = GaugeMetricFamily("mediatasks_webhook_deliveries",
+                                   "Webhook deliveries by status", labels=["status"])
+    for status in sorted({"pending", "delivered", "failed", *figures.webhook_deliveries}):
+        deliveries.add_metric([status], float(figures.webhook_deliveries.get(status, 0)))
+    yield deliveries
 
 
 class _Scrape(Collector):

@@ -13,7 +13,7 @@ What each query reads, so that a scrape stays cheap on a big history:
   last ``window`` (an hour by default), read through the indexes on ``finished_at`` and bucketed
   here: a duration is worked out row by row, too slow for every row of a big history at every
   scrape;
-- webhooks: attempts by outcome and deliveries by status, where those tables exist.
+- webhooks: attempts by outcome and deliveries by status.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, column, func, inspect, select, table
+from sqlalchemy import Table, case, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from mediatasks.history.schema import jobs, tasks
+from mediatasks.history.schema import jobs, tasks, webhook_attempts, webhook_deliveries
 from mediatasks.service.lifecycle import STATUSES, TERMINAL
 
 WINDOW = timedelta(hours=1)
@@ -61,8 +61,8 @@ class Figures:
     chunk_seconds: Histogram  # encode_chunk tasks that succeeded within the window
     encode_fps: float | None  # frames per second of the jobs that succeeded within the window
     window: timedelta = WINDOW
-    webhook_attempts: dict[str, int] | None = None  # by outcome; None without the table
-    webhook_deliveries: dict[str, int] | None = None  # by status; None without the table
+    webhook_attempts: dict[str, int] = field(default_factory=dict)  # by outcome
+    webhook_deliveries: dict[str, int] = field(default_factory=dict)  # by status
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -81,11 +81,8 @@ def _took(row: Any) -> float:
     return max(0.0, float((row.finished_at - row.started_at).total_seconds()))
 
 
-def _by(conn: Connection, name: str, key: str) -> dict[str, int] | None:
-    """Rows of a table that may not exist here (the webhooks' tables), counted by ``key``."""
-    if not inspect(conn).has_table(name):
-        return None
-    t = table(name, column(key))
+def _by(conn: Connection, t: Table, key: str) -> dict[str, int]:
+    """Rows of a table counted by ``key``."""
     rows = conn.execute(select(t.c[key], func.count()).group_by(t.c[key]))
     return {str(k): int(n) for k, n in rows if k is not None}
 
@@ -127,8 +124,8 @@ def read_figures(engine: Engine, *, window: timedelta = WINDOW,
             .where(tasks.c.state == "SUCCESS").where(tasks.c.started_at.is_not(None)))
         chunk_seconds = _histogram([_took(r) for r in chunks], CHUNK_BUCKETS)
 
-        attempts = _by(conn, "webhook_attempts", "outcome")
-        deliveries = _by(conn, "webhook_deliveries", "status")
+        attempts = _by(conn, webhook_attempts, "outcome")
+        deliveries = _by(conn, webhook_deliveries, "status")
     return Figures(jobs_by_state=by_state, job_seconds=job_seconds, frames_encoded=int(frames),
                    bytes_in=int(size_in), bytes_out=int(size_out), retries=int(retries or 0),
                    chunk_seconds=chunk_seconds, encode_fps=fps,
