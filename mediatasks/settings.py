@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     signing_key: Path | None = None
     signing_cert: Path | None = None
     signing_cert_store: str | None = None
+    # The HTTP API (`mediatasks api`): requests per API key (the `limits` library's notation),
+    # the largest request body in bytes, and how long an Idempotency-Key is remembered.
+    api_rate_limit: str = "120/minute"
+    api_max_body: int = Field(default=1_048_576, ge=1024)
+    api_idempotency_hours: float = Field(default=24, gt=0)
 
     @field_validator("work_dir", mode="before")
     @classmethod

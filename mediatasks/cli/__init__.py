@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from mediatasks.cli import jobs, local, manage
+from mediatasks.cli import jobs, keys, local, manage
 from mediatasks.cli.common import err, quiet_libraries
 from mediatasks.errors import MediatasksError
 
@@ -17,6 +17,8 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Frame-exact chunked video transcoding on a Celery cluster.")
 jobs_cli = typer.Typer(no_args_is_help=True, help="The job history.")
 cli.add_typer(jobs_cli, name="jobs")
+keys_cli = typer.Typer(no_args_is_help=True, help="The HTTP API's keys.")
+cli.add_typer(keys_cli, name="keys")
 
 
 
@@ -34,6 +36,10 @@ _add(cli, manage.worker, context_settings={"allow_extra_args": True,
                                            "ignore_unknown_options": True})
 _add(jobs_cli, manage.jobs_list, "list")
 _add(jobs_cli, manage.jobs_show, "show")
+_add(cli, keys.api)
+_add(keys_cli, keys.keys_create, "create")
+_add(keys_cli, keys.keys_list, "list")
+_add(keys_cli, keys.keys_revoke, "revoke")
 
 
 def main() -> None:
