@@ -15,6 +15,7 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from mediatasks import encoder_options
 from mediatasks.api.auth import AdminKey, ReadKey, SubmitKey, context
 from mediatasks.api.schemas import JobIn, event_json, job_json
 from mediatasks.errors import InvalidOptions, MediatasksError
@@ -63,6 +64,8 @@ def submit_job(body: JobIn, request: Request, response: Response,
     with at("video_opt"):
         opts = make_options(body.video_codec, body.crf, body.preset, body.video_opt,
                             body.audio_codec, body.chunk_seconds)
+        encoder_options.check_options(opts.video_codec, opts.video_opts,
+                                      ffmpeg=ctx.settings.ffmpeg)
     job_id = new_job_id()
     if idempotency_key is not None:
         earlier = ctx.keys.claim(key, idempotency_key, body.model_dump(mode="json"), job_id,

@@ -47,7 +47,6 @@ def check_under_roots(path: str | Path, roots: Sequence[Path], *, field: str) ->
 # Files whose content names other files or URLs for ffmpeg to read, refused by name before any
 # probe (the probe refuses them by content too, whatever their name: steps/probe.INDIRECT).
 PLAYLISTS = (".m3u8", ".m3u", ".ffconcat", ".concat", ".mpd", ".sdp", ".pls")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def check_client_path(text: str, roots: Sequence[Path], *, field: str) -> Path:
@@ -61,7 +60,7 @@ def check_client_path(text: str, roots: Sequence[Path], *, field: str) -> Path:
     if "\0" in text or not text.strip():
         raise PathRefused(f"{field} is empty or holds a NUL byte", field=field, rule="plain-path",
                           hint=hint)
-    if _SCHEME.match(text):
+    if ":" in text.split("/", 1)[0]:  # a protocol, with or without options (subfile,,start,…:)
         scheme = text.split(":", 1)[0][:20]
         raise PathRefused(f"{field} {text[:120]!r} names the protocol '{scheme}:'; only plain "
                           "files are read", field=field, rule="no-protocol", hint=hint)
