@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import free_port
 
 from mediatasks import runner
-from conftest import free_port
 
 MEDIATASKS = str(Path(sys.executable).with_name("mediatasks"))
 
@@ -41,12 +41,14 @@ class Api:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def start_api(tmp: Path, redis_url: str, database_url: str, **extra: str) -> tuple[runner.Service, Api]:
+def start_api(tmp: Path, redis_url: str, database_url: str, work_dir: Path,
+              **extra: str) -> tuple[runner.Service, Api]:
     inbox, outbox = tmp / "in", tmp / "out"
     inbox.mkdir(parents=True, exist_ok=True)
     outbox.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MEDIATASKS_BROKER_URL=redis_url, MEDIATASKS_RESULT_BACKEND=redis_url,
-               MEDIATASKS_DATABASE_URL=database_url, MEDIATASKS_ROOTS=f"{inbox}:{outbox}",
+               MEDIATASKS_DATABASE_URL=database_url, MEDIATASKS_WORK_DIR=str(work_dir),
+               MEDIATASKS_ROOTS=f"{inbox}:{outbox}",
                MEDIATASKS_API_RATE_LIMIT="100000/minute")
     env.update(extra)
     port = free_port()
@@ -67,9 +69,9 @@ def start_api(tmp: Path, redis_url: str, database_url: str, **extra: str) -> tup
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str
-        ) -> Iterator[Api]:
-    svc, served = start_api(tmp_path_factory.mktemp("api"), redis_url, database_url)
+def api(tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str,
+        work_dir: Path) -> Iterator[Api]:
+    svc, served = start_api(tmp_path_factory.mktemp("api"), redis_url, database_url, work_dir)
     try:
         yield served
     finally:
@@ -158,8 +160,9 @@ def test_a_revoked_key_is_refused_at_once(api: Api) -> None:
 
 
 def test_the_rate_limit_answers_429_with_retry_after(tmp_path: Path, redis_url: str,
-                                                      database_url: str) -> None:
-    svc, limited = start_api(tmp_path, redis_url, database_url, MEDIATASKS_API_RATE_LIMIT="3/minute")
+                                                      database_url: str, work_dir: Path) -> None:
+    svc, limited = start_api(tmp_path, redis_url, database_url, work_dir,
+                             MEDIATASKS_API_RATE_LIMIT="3/minute")
     try:
         key, other = limited.key("read"), limited.key("read")
         with limited.client(key) as c:
@@ -322,8 +325,9 @@ def test_readyz_sees_the_broker_and_the_history(api: Api, keys: dict[str, str]) 
         assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
 
 
-def test_readyz_is_503_when_the_broker_is_away(tmp_path: Path, database_url: str) -> None:
-    svc, away = start_api(tmp_path, f"redis://127.0.0.1:{free_port()}/0", database_url)
+def test_readyz_is_503_when_the_broker_is_away(tmp_path: Path, database_url: str,
+                                               work_dir: Path) -> None:
+    svc, away = start_api(tmp_path, f"redis://127.0.0.1:{free_port()}/0", database_url, work_dir)
     try:
         with away.client(away.key("read")) as c:
             assert "broker" in is_problem(c.get("/readyz"), 503)["detail"]
@@ -336,7 +340,12 @@ def test_readyz_is_503_when_the_broker_is_away(tmp_path: Path, database_url: str
 def _sse(c: httpx.Client, path: str, headers: dict[str, str] | None = None
          ) -> list[tuple[int, str, dict[str, Any]]]:
     """Every event of a stream until the server ends it: (id, event, data)."""
-    out: list[tuple[int, str, dict[str, Any]]] = []
+    return list(_events(c, path, headers))
+
+
+def _events(c: httpx.Client, path: str, headers: dict[str, str] | None = None
+            ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The events of a stream as they come: (id, event, data)."""
     item: dict[str, str] = {}
     with c.stream("GET", path, headers={"Accept": "text/event-stream", **(headers or {})},
                   timeout=240) as r:
@@ -344,14 +353,13 @@ def _sse(c: httpx.Client, path: str, headers: dict[str, str] | None = None
         for line in r.iter_lines():
             if not line:
                 if "data" in item:
-                    out.append((int(item["id"]), item["event"], json.loads(item["data"])))
+                    yield int(item["id"]), item["event"], json.loads(item["data"])
                 item = {}
                 continue
             if line.startswith(":"):
                 continue
             name, _, value = line.partition(":")
             item[name] = value.removeprefix(" ")
-    return out
 
 
 @pytest.mark.cluster
@@ -387,7 +395,7 @@ def test_a_held_job_waits_for_an_admin_to_approve_or_reject(
     with api.client(keys["submit"]) as c:
         job = c.post("/v1/jobs", json={"input": str(source), "hold": True,
                                        "output": str(api.outbox / "held.mkv")}).json()
-        for seq, kind, _ in _sse(c, f"/v1/jobs/{job['id']}/events"):
+        for _seq, kind, _ in _events(c, f"/v1/jobs/{job['id']}/events"):
             if kind == "job.awaiting_approval":
                 break
         else:
@@ -399,7 +407,6 @@ def test_a_held_job_waits_for_an_admin_to_approve_or_reject(
         assert c.post(f"/v1/jobs/{job['id']}/reject").json()["status"] == "rejected"
         assert "rejected" in is_problem(c.post(f"/v1/jobs/{job['id']}/approve"), 409)["detail"]
         assert c.post(f"/v1/jobs/{job['id']}/retry").status_code == 409
-    del seq
 
 
 @pytest.mark.cluster
@@ -437,3 +444,26 @@ def test_the_openapi_document_and_docs_are_served(api: Api) -> None:
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/batches",
             "/v1/probe", "/v1/encoders", "/healthz", "/readyz", "/metrics"} <= paths
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+def test_no_request_the_openapi_document_allows_gets_a_5xx(api: Api, keys: dict[str, str]
+                                                            ) -> None:
+    """schemathesis generates requests for every operation (a bounded number each); none may
+    make the server fail."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(api.url + "/openapi.json")
+    headers = {"Authorization": f"Bearer {keys['admin']}", "Accept": "application/json"}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 15
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=12, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def check(case: Any) -> None:
+            case.call_and_validate(base_url=api.url, headers=headers, checks=[not_a_server_error])
+
+        check()
