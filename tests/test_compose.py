@@ -32,9 +32,11 @@ def accepted(argv: list[str]) -> subprocess.CompletedProcess[str]:
                           timeout=60, cwd=ROOT)
 
 
-def test_the_services_are_redis_two_workers_flower_and_optional_postgres_and_rabbitmq() -> None:
+def test_the_services_are_redis_two_workers_the_api_flower_and_optional_postgres_and_rabbitmq(
+        ) -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "worker-cpu", "worker-gpu", "flower", "postgres", "rabbitmq"}
+    assert set(services) == {"redis", "worker-cpu", "worker-gpu", "api", "flower", "postgres",
+                             "rabbitmq"}
     assert services["postgres"]["profiles"] == ["postgres"]
     assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
     assert "redis:/data" in services["redis"]["volumes"]
@@ -45,7 +47,7 @@ def test_a_plain_compose_up_needs_no_nvidia_gpu() -> None:
     services = compose()["services"]
     assert services["worker-gpu"]["profiles"] == ["gpu"]
     without_profile = [name for name, s in services.items() if not s.get("profiles")]
-    assert sorted(without_profile) == ["flower", "redis", "worker-cpu"]
+    assert sorted(without_profile) == ["api", "flower", "redis", "worker-cpu"]
     for name in without_profile:
         assert "deploy" not in services[name], name
 
@@ -61,7 +63,7 @@ def test_nothing_has_a_working_default_password() -> None:
 
 def test_workers_share_the_work_volume_and_one_broker_with_credentials() -> None:
     services = compose()["services"]
-    for name in ("worker-cpu", "worker-gpu", "flower"):
+    for name in ("worker-cpu", "worker-gpu", "api", "flower"):
         s = services[name]
         env = s["environment"]
         assert "work:/work" in s["volumes"]
