@@ -7,7 +7,8 @@ the job at once with its message, which always names the file (or option) and th
     ├── TransientError              retried with exponential backoff and jitter
     │   ├── ProcessKilled           ffmpeg died from a signal (OOM killer, a stopped worker)
     │   ├── DiskFull                ENOSPC in the work directory or at the output
-    │   └── BrokerUnavailable       the broker or result backend cannot be reached
+    │   ├── BrokerUnavailable       the broker or result backend cannot be reached
+    │   └── RateLimited             one API key made too many requests (`retry_after` seconds)
     └── PermanentError              never retried
         ├── InvalidMedia            the source cannot be used as it is
         │   ├── SourceNotFound
@@ -18,7 +19,8 @@ the job at once with its message, which always names the file (or option) and th
         │   ├── UnknownEncoder
         │   ├── OutputExists
         │   ├── InvalidPolicy       a policy file or library template cannot be used (file:line: key)
-        │   └── NothingToUndo       the job or batch has no change left to undo
+        │   ├── NothingToUndo       the job or batch has no change left to undo
+        │   └── IdempotencyConflict an Idempotency-Key used again with another request body
         ├── ToolNotFound            ffmpeg/ffprobe/redis-server missing
         ├── HardwareUnavailable     a GPU encoder cannot be opened on this worker
         ├── FfmpegFailed            a deterministic ffmpeg failure (stderr tail attached)
@@ -26,7 +28,10 @@ the job at once with its message, which always names the file (or option) and th
         ├── VerificationFailed      the muxed output does not match the source
         ├── JobFailed               the job as a whole failed (carries the first task's error)
         ├── UntrustedMessage        a task message names something it may not (a path outside
-        │                           MEDIATASKS_ROOTS, an id that is no id): rejected, not retried
+        │   │                       MEDIATASKS_ROOTS, an id that is no id): rejected, not retried
+        │   └── PathRefused         a path a client gave breaks a path rule (named in `rule`)
+        ├── NotAuthenticated        no API key, or one that is wrong or revoked
+        ├── ScopeMissing            the API key lacks the scope the request needs
         └── UndoRefused             undo would lose a file changed since the job wrote or moved it
     JobCancelled                    the user stopped the job (never retried; exit 130)
 """
@@ -44,6 +49,7 @@ class MediatasksError(Exception):
     """Root of every error mediatasks raises on purpose."""
 
     exit_code = 1
+    field: str | None = None  # the request field at fault, where one is (the HTTP API says it)
 
     def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None):
         text = message
@@ -155,6 +161,35 @@ class JobFailed(PermanentError):
 
 class UntrustedMessage(PermanentError):
     """A job or task message asks for something no caller may: rejected, never retried."""
+
+
+class PathRefused(UntrustedMessage):
+    """A path given to the HTTP API breaks a rule: outside the roots, '..', a URL, a playlist."""
+
+    def __init__(self, message: str, *, field: str, rule: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.field = field
+        self.rule = rule
+
+
+class IdempotencyConflict(InvalidOptions):
+    """An Idempotency-Key came back with another request body."""
+
+
+class NotAuthenticated(PermanentError):
+    """No API key was given, or it is wrong or revoked."""
+
+
+class ScopeMissing(PermanentError):
+    """The API key does not carry the scope the request needs."""
+
+
+class RateLimited(TransientError):
+    """Too many requests with one API key; ``retry_after`` says when to come back."""
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class UndoRefused(PermanentError):

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     webhook_progress_every: float = Field(default=30.0, gt=0)
     # The secret `submit --webhook-url` signs with ("whsec_" + base64; see docs/api.md#webhooks).
     webhook_secret: str | None = None
+    # The HTTP API (`mediatasks api`): requests per API key (the `limits` library's notation),
+    # the largest request body in bytes, and how long an Idempotency-Key is remembered.
+    api_rate_limit: str = "120/minute"
+    api_max_body: int = Field(default=1_048_576, ge=1024)
+    api_idempotency_hours: float = Field(default=24, gt=0)
 
     @field_validator("work_dir", mode="before")
     @classmethod

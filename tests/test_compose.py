@@ -202,10 +202,6 @@ def test_the_api_shares_the_workers_environment_and_history_and_is_on_loopback_o
     cmd = api["command"]
     assert cmd[:2] == ["mediatasks", "api"]
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0" and cmd[cmd.index("--port") + 1] == "8080"
-    listed = subprocess.run([str(Path(sys.executable).with_name("mediatasks")), "--help"],
-                            capture_output=True, text=True, timeout=60)
-    if not re.search(r"^\W*api\b", listed.stdout, re.M):
-        pytest.skip("this build has no 'mediatasks api' command yet")
     done = accepted(cmd)
     assert done.returncode == 0, done.stderr
 

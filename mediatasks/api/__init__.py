@@ -1,1 +1,1 @@
-"""The HTTP API: an adapter over the job service, like the CLI."""
+"""The HTTP API: FastAPI over the job service (`mediatasks api`; docs/api.md)."""

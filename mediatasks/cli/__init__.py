@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from mediatasks.cli import jobs, local, manage, webhooks
+from mediatasks.cli import jobs, keys, local, manage, webhooks
 from mediatasks.cli.common import err, quiet_libraries
 from mediatasks.errors import MediatasksError
 
@@ -19,6 +19,8 @@ jobs_cli = typer.Typer(no_args_is_help=True, help="The job history.")
 cli.add_typer(jobs_cli, name="jobs")
 webhooks_cli = typer.Typer(no_args_is_help=True, help="Webhook deliveries: list, replay.")
 cli.add_typer(webhooks_cli, name="webhooks")
+keys_cli = typer.Typer(no_args_is_help=True, help="The HTTP API's keys.")
+cli.add_typer(keys_cli, name="keys")
 
 
 
@@ -38,6 +40,10 @@ _add(jobs_cli, manage.jobs_list, "list")
 _add(jobs_cli, manage.jobs_show, "show")
 _add(webhooks_cli, webhooks.webhooks_list, "list")
 _add(webhooks_cli, webhooks.webhooks_replay, "replay")
+_add(cli, keys.api)
+_add(keys_cli, keys.keys_create, "create")
+_add(keys_cli, keys.keys_list, "list")
+_add(keys_cli, keys.keys_revoke, "revoke")
 
 
 def main() -> None:

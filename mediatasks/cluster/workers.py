@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from functools import lru_cache
 from typing import Any
 
 from celery.signals import celeryd_after_setup, celeryd_init
+from celery.worker.control import inspect_command
 
 from mediatasks.errors import HardwareUnavailable
 
@@ -80,3 +82,35 @@ def check_encoder_here(encoder: str, worker: str | None) -> None:
         raise HardwareUnavailable(
             f"{encoder} cannot run on worker {worker or (HOSTNAME or ['?'])[0]}: {why}",
             hint="run gpu workers only where the encoder works (see the worker's start-up log)")
+
+
+@lru_cache(maxsize=1)
+def _software_encoders(ffmpeg: str) -> tuple[str, ...]:
+    """The video encoders of this worker's ffmpeg that need no hardware."""
+    from mediatasks import runner
+    from mediatasks.hardware import encoders_args
+    from mediatasks.profiles import is_hardware
+
+    done = runner.run(encoders_args(ffmpeg), keep_stdout=True, timeout=60)
+    return tuple(parts[1] for line in done.stdout.splitlines()
+                 if len(parts := line.split()) >= 2 and len(parts[0]) == 6
+                 and parts[0].startswith("V") and parts[1] != "=" and not is_hardware(parts[1]))
+
+
+@inspect_command(name="mediatasks_encoders")
+def mediatasks_encoders(state: Any, **_: Any) -> dict[str, Any]:
+    """What `GET /v1/encoders` shows of this worker: its queues, the software encoders of its
+    ffmpeg, and each hardware encoder with why it cannot run here (null: it works; only workers
+    on the gpu queue survey them)."""
+    from mediatasks.settings import get_settings
+
+    consumer = getattr(state, "consumer", None)
+    queues = sorted(q.name for q in getattr(getattr(consumer, "task_consumer", None),
+                                            "queues", []) or [])
+    try:
+        software = list(_software_encoders(get_settings().ffmpeg))
+    except Exception as exc:
+        log.warning("cannot list the encoders: %s", exc)
+        software = []
+    return {"queues": queues, "software": software, "hardware": dict(SURVEY),
+            "usable": software + sorted(n for n, why in SURVEY.items() if why is None)}

@@ -16,6 +16,8 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
     v5  tasks.argv and tasks.log_tail: the last command each task ran and its stderr tail;
         indexes on jobs.finished_at, tasks.finished_at and tasks.retries for the metrics
     v6  webhook_subscriptions, webhook_deliveries, webhook_attempts: the webhook outbox
+    v7  api_keys (hashed keys of the HTTP API, their scopes and webhook defaults);
+        idempotency_keys (an Idempotency-Key and the job it created)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     inspect,
     select,
     text,
@@ -180,6 +183,32 @@ webhook_attempts = Table(
     Column("outcome", String(16), nullable=False),
 )
 
+# The HTTP API's keys (v7): only the sha256 of the secret is kept, and a short prefix to show.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("hash", String(128), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("webhook_url", Text),
+    Column("webhook_secret", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# An Idempotency-Key of one API key, the hash of the body it came with and the job it made (v7).
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("key_id", String(32), nullable=False),
+    Column("idem_key", String(255), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("job_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("key_id", "idem_key", name="uq_idempotency_key"),
+)
+
 
 def _v1(conn: Connection) -> None:
     """Jobs and their tasks."""
@@ -231,7 +260,14 @@ def _webhooks(conn: Connection) -> None:
                                       webhook_attempts])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _task_logs, _webhooks]
+
+def _api_keys(conn: Connection) -> None:
+    """The HTTP API's keys and the Idempotency-Keys it has seen."""
+    metadata.create_all(conn, tables=[api_keys, idempotency_keys])  # checks first
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _task_logs, _webhooks,
+                                                  _api_keys]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

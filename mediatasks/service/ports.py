@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from mediatasks.jobstate import KeyValue
 from mediatasks.models import JobSpec
-from mediatasks.service.records import Event, JobRecord
+from mediatasks.service.records import ApiKey, Event, JobRecord
 
 
 class JobStore(Protocol):
@@ -93,4 +93,35 @@ class Notifier(Protocol):
     def notify(self, event: Event) -> None: ...
 
 
-__all__ = ["Dispatcher", "EventBus", "JobStore", "KeyValue", "Notifier", "Subscription"]
+class KeyStore(Protocol):
+    """The HTTP API's keys (only hashes of their secrets) and the Idempotency-Keys seen."""
+
+    def add_key(self, key: ApiKey, *, secret_hash: str) -> None: ...
+
+    def find_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key and the hash of its secret; None when there is no such key."""
+        ...
+
+    def list_keys(self) -> list[ApiKey]: ...
+
+    def revoke_key(self, key_id: str, *, at: datetime) -> bool:
+        """Mark the key revoked; False when there is no such key."""
+        ...
+
+    def touch_key(self, key_id: str, *, at: datetime) -> None:
+        """Record that the key was used."""
+        ...
+
+    def claim_idempotency(self, key_id: str, idem_key: str, *, body_hash: str, job_id: str,
+                          at: datetime, since: datetime) -> tuple[str, str] | None:
+        """Record ``idem_key`` for ``job_id`` unless it is recorded since ``since`` already;
+        then return that record's (body_hash, job_id). An older record is replaced."""
+        ...
+
+    def release_idempotency(self, key_id: str, idem_key: str, *, job_id: str) -> None:
+        """Forget a claim whose job could not be created."""
+        ...
+
+
+__all__ = ["Dispatcher", "EventBus", "JobStore", "KeyStore", "KeyValue", "Notifier",
+           "Subscription"]

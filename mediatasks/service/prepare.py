@@ -109,6 +109,21 @@ def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: b
     return jp
 
 
+def check_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: bool,
+              settings: Settings, job_id: str, hold: bool = False, strict: bool = False) -> JobSpec:
+    """The checks that need no probe (paths, output, the --video-opt allowlist): what the HTTP
+    API does before it records a job. The probe, the plan and the test encode are the analyse
+    step's, on the workers; a source they refuse fails the job with the same one-line error.
+
+    Raises:
+        SourceNotFound, InvalidMedia, InvalidOptions, OutputExists.
+    """
+    src = check_paths(source, output, overwrite=overwrite)
+    encoder_options.check_options(opts.video_codec, opts.video_opts, ffmpeg=settings.ffmpeg)
+    return JobSpec(job_id=job_id, input=str(src.resolve()), output=str(output.resolve()),
+                   options=opts, overwrite=overwrite, hold=hold, strict=strict)
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 

@@ -73,3 +73,19 @@ class Event(BaseModel):
     @property
     def ends_job(self) -> bool:
         return self.type.startswith("job.") and self.type.removeprefix("job.") in TERMINAL
+
+
+class ApiKey(BaseModel):
+    """An HTTP API key as stored: never its secret, only the prefix shown in lists."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from mediatasks.errors import UntrustedMessage
+from mediatasks.errors import PathRefused, UntrustedMessage
 from mediatasks.models import JobSpec
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -42,6 +42,48 @@ def check_under_roots(path: str | Path, roots: Sequence[Path], *, field: str) ->
     raise UntrustedMessage(f"{field} {text[:200]} is outside MEDIATASKS_ROOTS ({allowed})",
                            hint="put the file under a root, or add its folder to "
                                 "MEDIATASKS_ROOTS on the workers")
+
+
+# Files whose content names other files or URLs for ffmpeg to read, refused by name before any
+# probe (the probe refuses them by content too, whatever their name: steps/probe.INDIRECT).
+PLAYLISTS = (".m3u8", ".m3u", ".ffconcat", ".concat", ".mpd", ".sdp", ".pls")
+
+
+def check_client_path(text: str, roots: Sequence[Path], *, field: str) -> Path:
+    """A path a client sent (the HTTP API), with symlinks resolved, when it breaks no rule: an
+    absolute path, no '..', no protocol or playlist ffmpeg would follow, under one of ``roots``.
+
+    Raises:
+        PathRefused: naming the field and the rule.
+    """
+    hint = "name a file under MEDIATASKS_ROOTS by its absolute path"
+    if "\0" in text or not text.strip():
+        raise PathRefused(f"{field} is empty or holds a NUL byte", field=field, rule="plain-path",
+                          hint=hint)
+    if ":" in text.split("/", 1)[0]:  # a protocol, with or without options (subfile,,start,…:)
+        scheme = text.split(":", 1)[0][:20]
+        raise PathRefused(f"{field} {text[:120]!r} names the protocol '{scheme}:'; only plain "
+                          "files are read", field=field, rule="no-protocol", hint=hint)
+    if ".." in Path(text).parts:
+        raise PathRefused(f"{field} {text[:200]} contains '..'", field=field, rule="no-dotdot",
+                          hint=hint)
+    if not text.startswith("/"):
+        raise PathRefused(f"{field} {text[:200]} is not an absolute path", field=field,
+                          rule="absolute", hint=hint)
+    if text.lower().endswith(PLAYLISTS):
+        raise PathRefused(f"{field} {text[:200]} is a playlist or list of other files",
+                          field=field, rule="no-playlist", hint="give the video file itself")
+    resolved = Path(text).resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            if resolved.name.lower().endswith(PLAYLISTS):
+                raise PathRefused(f"{field} {text[:200]} is a link to a playlist", field=field,
+                                  rule="no-playlist", hint="give the video file itself")
+            return resolved
+    allowed = ":".join(str(r) for r in roots) or "(none configured)"
+    raise PathRefused(f"{field} {text[:200]} is outside MEDIATASKS_ROOTS ({allowed}) once "
+                      "symlinks are resolved", field=field, rule="under-roots",
+                      hint="put the file under a root, or add its folder to MEDIATASKS_ROOTS")
 
 
 def check_spec(spec: JobSpec, roots: Sequence[Path]) -> None:

@@ -1,0 +1,137 @@
+"""/v1/batches, /v1/probe, /v1/encoders, /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from mediatasks.api.auth import ReadKey, SubmitKey, context
+from mediatasks.api.jobs import _subscribe, at
+from mediatasks.api.schemas import BatchIn, ProbeIn, job_json
+from mediatasks.errors import BrokerUnavailable, InvalidPolicy
+from mediatasks.service import batches, trust
+from mediatasks.service.reads import JobNotFound
+
+log = logging.getLogger("mediatasks.api")
+router = APIRouter()
+
+
+@router.post("/v1/batches", status_code=202, tags=["batches"],
+             summary="Apply a policy to files and folders: one job per file that needs one")
+def submit_batch(body: BatchIn, request: Request, key: SubmitKey
+                 ) -> dict[str, Any]:
+    from mediatasks.policy import Policy
+
+    ctx = context(request)
+    roots = ctx.settings.root_paths
+    try:
+        policy = Policy.model_validate(body.policy)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        error = InvalidPolicy(f"policy.{where}: {first['msg']}", hint="see docs/policies.md")
+        error.field = f"policy.{where}" if where else "policy"
+        raise error from None
+    inputs = [trust.check_client_path(p, roots, field=f"inputs.{i}")
+              for i, p in enumerate(body.inputs)]
+    output_dir = (trust.check_client_path(body.output_dir, roots, field="output_dir")
+                  if body.output_dir else None)
+    if policy.library is not None:
+        trust.check_client_path(str(policy.library.root), roots, field="policy.library.root")
+    backup = policy.source.backup_dir
+    if backup is not None:
+        trust.check_client_path(str(backup), roots, field="policy.source.backup_dir")
+    batch_id = batches.new_batch_id()
+    with at("inputs"):
+        prepared = batches.prepare(inputs, policy, batch_id=batch_id, output_dir=output_dir,
+                                   settings=ctx.settings, on_error=body.on_error,
+                                   chunk_seconds=body.chunk_seconds, hold=body.hold)
+    if any(p.error for p in prepared) and body.on_error == "stop":
+        results = batches.initial_results(prepared, stopped=True)
+    else:
+        _subscribe(batch_id, body.webhook_url, key)
+        results = batches.submit(prepared, ctx.service)
+    return batches.overall(batch_id, results).model_dump(mode="json")
+
+
+@router.get("/v1/batches/{batch_id}", tags=["batches"], summary="A batch's state and its jobs")
+def show_batch(batch_id: str, request: Request, _: ReadKey
+               ) -> dict[str, Any]:
+    service = context(request).service
+    jobs = service.batch(batch_id)
+    if not jobs:
+        raise JobNotFound(f"no batch {batch_id} in {service.where}",
+                          hint="see 'mediatasks jobs list'")
+    return {"id": batch_id, "status": service.batch_status(batch_id),
+            "jobs": [job_json(r) for r in jobs]}
+
+
+@router.post("/v1/probe", tags=["files"], summary="What mediatasks knows about a file")
+def probe_file(body: ProbeIn, request: Request, _: SubmitKey
+               ) -> dict[str, Any]:
+    from mediatasks.steps.probe import probe
+
+    ctx = context(request)
+    with at("input"):
+        source = trust.check_client_path(body.input, ctx.settings.root_paths, field="input")
+        result = probe(Path(source), ffprobe=ctx.settings.ffprobe)
+    data: dict[str, Any] = result.model_dump(mode="json")
+    return data
+
+
+@router.get("/v1/encoders", tags=["cluster"],
+            summary="Per worker: its queues and the encoders that work there")
+def encoders(request: Request, _: ReadKey) -> dict[str, Any]:
+    ctx = context(request)
+    try:
+        replies = ctx.celery.control.broadcast("mediatasks_encoders", reply=True, timeout=1.0)
+    except Exception as exc:  # kombu and redis-py raise their own errors
+        raise BrokerUnavailable(f"cannot reach the broker: {exc}",
+                                hint="check MEDIATASKS_BROKER_URL") from exc
+    workers = []
+    for reply in replies or []:
+        for name, answer in reply.items():
+            if isinstance(answer, dict) and "error" not in answer:
+                workers.append({"worker": name, **answer})
+    return {"workers": sorted(workers, key=lambda w: str(w["worker"]))}
+
+
+@router.get("/healthz", tags=["health"], summary="The API process answers (no key needed)")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], summary="The broker and the job history are reachable")
+def readyz(request: Request, _: ReadKey) -> dict[str, str]:
+    ctx = context(request)
+    try:
+        with ctx.history.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise BrokerUnavailable(f"the job history does not answer: {' '.join(str(exc).split())[:200]}",
+                                hint="check MEDIATASKS_DATABASE_URL") from exc
+    try:
+        with ctx.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:
+        raise BrokerUnavailable(f"the broker does not answer: {' '.join(str(exc).split())[:200]}",
+                                hint="check MEDIATASKS_BROKER_URL") from exc
+    return {"status": "ready", "broker": "ok", "history": "ok"}
+
+
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics",
+            response_class=Response)
+def metrics(request: Request, _: ReadKey) -> Response:
+    # The job and queue metrics come from mediatasks.api.metrics.render_metrics(history,
+    # broker_url), which replaces this body when it is merged in; until then this serves the
+    # process's default registry.
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
