@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import free_port
+from test_webhooks import Receiver, wait_until
 
 from mediatasks import runner
 
@@ -387,6 +388,48 @@ def test_a_job_runs_and_its_event_stream_resumes_from_last_event_id(
         assert all({"argv", "log_tail", "worker", "state"} <= set(t) for t in logs)
         plan = c.get(f"/v1/jobs/{job['id']}/plan").json()
         assert plan["chunks"] and plan["frames"] == shown["frames_in"]
+
+
+@pytest.mark.cluster
+def test_webhooks_of_a_job_submitted_over_http_are_signed_with_its_keys_secret_and_replayable(
+        api: Api, cluster: Any, source: Path) -> None:
+    made = subprocess.run([MEDIATASKS, "keys", "create", "--name", "hooks", "--scope", "submit",
+                           "--json"], capture_output=True, text=True, env=api.env, check=True)
+    created = json.loads(made.stdout)
+    receiver = Receiver(created["webhook_secret"])
+    try:
+        with api.client(created["key"]) as c:
+            output = api.outbox / "hooked.mkv"
+            body = {"input": str(source), "output": str(output), "crf": 35}
+            bad = is_problem(c.post("/v1/jobs", json={**body, "webhook_url": "ftp://example/x"}),
+                             422)
+            assert bad["field"] == "webhook_url" and not output.exists()
+            job = c.post("/v1/jobs", json={**body, "webhook_url": receiver.url + "/hook"}).json()
+
+            def delivered() -> list[dict[str, Any]]:
+                found: list[dict[str, Any]] = c.get(f"/v1/jobs/{job['id']}/webhooks").json()[
+                    "deliveries"]
+                return found
+
+            wait_until(lambda: any(d["type"] == "job.succeeded" and d["status"] == "delivered"
+                                   for d in delivered()), "job.succeeded delivered", timeout=120)
+            assert receiver.bad == []
+            kinds = [m["type"] for m in receiver.messages("/hook")]
+            assert {"job.queued", "job.started", "job.succeeded"} <= set(kinds), kinds
+            assert all(m["data"]["job_id"] == job["id"] for m in receiver.messages("/hook"))
+            last = next(d for d in delivered() if d["type"] == "job.succeeded")
+            assert last["payload"]["data"]["status"] == "succeeded"
+            assert [a["status_code"] for a in last["history"]] == [200]
+            replayed = c.post(f"/v1/webhooks/{last['id']}/replay")
+            assert replayed.status_code == 202, replayed.text
+            wait_until(lambda: sum(1 for _, i, _ in receiver.seen if i == last["id"]) == 2,
+                       "the replay received")
+            is_problem(c.post("/v1/webhooks/msg_nosuch/replay"), 404)
+        with api.client(created["key"]) as c:
+            assert is_problem(c.get("/v1/jobs/" + "0" * 32 + "/webhooks"), 404)
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
 
 
 @pytest.mark.cluster

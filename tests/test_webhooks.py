@@ -408,7 +408,7 @@ class Receiver:
     """A webhook receiver on a free port that verifies every signature; ``/flaky`` answers 500
     to the first two attempts of each message, then 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str = SECRET) -> None:
         self.seen: list[tuple[str, str, dict[str, Any]]] = []  # (path, webhook-id, body)
         self.bad: list[str] = []
         self.lock = threading.Lock()
@@ -418,7 +418,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 try:
-                    message = Webhook(SECRET).verify(body, dict(self.headers.items()))
+                    message = Webhook(secret).verify(body, dict(self.headers.items()))
                 except WebhookVerificationError as exc:
                     receiver.bad.append(f"{self.path}: {exc}")
                     self.send_response(400)

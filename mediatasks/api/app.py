@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mediatasks.api import jobs, more, problems
+from mediatasks.api import hooks, jobs, more, problems
 from mediatasks.api.auth import Context, limiter_for
 from mediatasks.errors import InvalidOptions
 from mediatasks.settings import Settings, get_settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         InvalidOptions: MEDIATASKS_ROOTS is not set, or the rate limit cannot be read.
     """
     from mediatasks.cluster.app import app as celery_app
-    from mediatasks.cluster.services import open_history, service_for
+    from mediatasks.cluster.services import open_history, service_for, webhooks_for
     from mediatasks.history.keys import SqlKeyStore
     from mediatasks.service.keys import Keys
 
@@ -74,10 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="mediatasks", version="1", description=DESCRIPTION,
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.mt = Context(settings=settings, service=service, keys=Keys(SqlKeyStore(history.engine)),
+                           webhooks=webhooks_for(celery_app, settings.database_url),
                            history=history, celery=celery_app, limiter=limiter, limit=limit)
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(more.router)
+    app.include_router(hooks.router)
     app.add_middleware(BodyLimit, limit=settings.api_max_body)
     return app
 

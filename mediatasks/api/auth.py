@@ -20,6 +20,7 @@ from mediatasks.history import History
 from mediatasks.service import JobService
 from mediatasks.service.keys import Keys
 from mediatasks.service.records import ApiKey
+from mediatasks.service.webhooks import Webhooks
 from mediatasks.settings import Settings
 
 log = logging.getLogger("mediatasks.api")
@@ -35,6 +36,7 @@ class Context:
     settings: Settings
     service: JobService
     keys: Keys
+    webhooks: Webhooks
     history: History
     celery: Any
     limiter: FixedWindowRateLimiter

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from mediatasks import encoder_options
-from mediatasks.api.auth import AdminKey, ReadKey, SubmitKey, context
+from mediatasks.api.auth import AdminKey, Context, ReadKey, SubmitKey, context
 from mediatasks.api.schemas import JobIn, event_json, job_json
 from mediatasks.errors import InvalidOptions, MediatasksError
 from mediatasks.history.pages import page_jobs
@@ -41,13 +41,22 @@ def at(field: str) -> Iterator[None]:
         raise
 
 
-def _subscribe(key: str, url: str | None, api_key: ApiKey) -> None:
-    """Where the events of job or batch ``key`` are to be delivered: the request's webhook_url,
-    else the key's default, signed with the key's webhook secret. Webhook delivery
-    (Webhooks.subscribe) is plugged in here at the merge; until then nothing is stored."""
+def subscribe(ctx: Context, key: str, url: str | None, api_key: ApiKey) -> None:
+    """Send the webhooks of job or batch ``key`` to the request's webhook_url, else to the API
+    key's default, signed with the API key's own webhook secret. Called before the job is
+    submitted, so that job.queued goes out too.
+
+    Raises:
+        InvalidOptions: the URL cannot be used (field webhook_url), or the key has no secret.
+    """
     target = url or api_key.webhook_url
-    if target is None or api_key.webhook_secret is None:
+    if target is None:
         return
+    if not api_key.webhook_secret:
+        raise InvalidOptions(f"API key {api_key.id} has no webhook secret",
+                             hint="create a new key with 'mediatasks keys create'")
+    with at("webhook_url"):
+        ctx.webhooks.subscribe(key, target, api_key.webhook_secret, api_key.id)
 
 
 @router.post("", status_code=202, summary="Submit a job (the options of `mediatasks submit`)")
@@ -78,7 +87,7 @@ def submit_job(body: JobIn, request: Request, response: Response,
             spec = check_job(Path(source), Path(output), opts, overwrite=body.overwrite,
                              settings=ctx.settings, job_id=job_id, hold=body.hold,
                              strict=body.strict)
-        _subscribe(job_id, body.webhook_url, key)
+        subscribe(ctx, job_id, body.webhook_url, key)
         record = ctx.service.submit(spec)
     except BaseException:
         if idempotency_key is not None and ctx.service.find(job_id) is None:

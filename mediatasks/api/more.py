@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from mediatasks.api.auth import ReadKey, SubmitKey, context
-from mediatasks.api.jobs import _subscribe, at
+from mediatasks.api.jobs import at, subscribe
+from mediatasks.api.metrics import render_metrics
 from mediatasks.api.schemas import BatchIn, ProbeIn, job_json
 from mediatasks.errors import BrokerUnavailable, InvalidPolicy
 from mediatasks.service import batches, trust
@@ -54,7 +55,8 @@ def submit_batch(body: BatchIn, request: Request, key: SubmitKey
     if any(p.error for p in prepared) and body.on_error == "stop":
         results = batches.initial_results(prepared, stopped=True)
     else:
-        _subscribe(batch_id, body.webhook_url, key)
+        for sub_key in [batch_id] + [p.plan.spec.job_id for p in prepared if p.plan is not None]:
+            subscribe(ctx, sub_key, body.webhook_url, key)
         results = batches.submit(prepared, ctx.service)
     return batches.overall(batch_id, results).model_dump(mode="json")
 
@@ -127,11 +129,9 @@ def readyz(request: Request, _: ReadKey) -> dict[str, str]:
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics",
             response_class=Response)
 def metrics(request: Request, _: ReadKey) -> Response:
-    # The job and queue metrics come from mediatasks.api.metrics.render_metrics(history,
-    # broker_url), which replaces this body when it is merged in; until then this serves the
-    # process's default registry.
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Read from the shared job history and the broker at each scrape (docs/operations.md)."""
+    ctx = context(request)
+    body, content_type = render_metrics(ctx.history, ctx.settings.broker_url)
+    return Response(body, media_type=content_type)
 
 

@@ -406,8 +406,8 @@ class Webhooks:
     def delivery(self, delivery_id: str) -> Delivery:
         found = self.store.delivery(delivery_id)
         if found is None:
-            raise InvalidOptions(f"no webhook delivery {delivery_id}",
-                                 hint="see 'mediatasks webhooks list JOB'")
+            raise JobNotFound(f"no webhook delivery {delivery_id}",
+                              hint="see 'mediatasks webhooks list JOB'")
         return found
 
     def replay(self, delivery_id: str) -> Delivery:
