@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from mediatasks.service.lifecycle import TERMINAL
+
+
+def _utc(value: datetime) -> datetime:
+    """Times are UTC: a naive one (SQLite hands them back so) was written in UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Utc = Annotated[datetime, AfterValidator(_utc)]
 
 
 class TaskRecord(BaseModel):
@@ -20,8 +28,8 @@ class TaskRecord(BaseModel):
     queue: str | None
     worker: str | None
     state: str
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: Utc | None
+    finished_at: Utc | None
     retries: int
     error: str | None
     argv: str | None = None  # the last ffmpeg/ffprobe it ran (the one that failed, if one did)
@@ -41,9 +49,9 @@ class JobRecord(BaseModel):
     error: str | None
     result_id: str | None
     batch_id: str | None = None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: Utc
+    started_at: Utc | None
+    finished_at: Utc | None
     chunks: int | None
     frames_in: int | None
     frames_out: int | None
@@ -67,7 +75,7 @@ class Event(BaseModel):
     job_id: str
     batch_id: str | None = None
     type: str
-    at: datetime
+    at: Utc
     data: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -86,6 +94,6 @@ class ApiKey(BaseModel):
     scopes: tuple[str, ...]
     webhook_url: str | None = None
     webhook_secret: str | None = Field(default=None, repr=False)
-    created_at: datetime
-    last_used_at: datetime | None = None
-    revoked_at: datetime | None = None
+    created_at: Utc
+    last_used_at: Utc | None = None
+    revoked_at: Utc | None = None
