@@ -91,6 +91,8 @@ def _kind(pid: int, root: int) -> str | None:
     name = os.path.basename(argv[0].decode(errors="replace")) if argv else ""
     if b"celery" in argv:
         return "worker"
+    if argv and b"redis-server" in argv[0]:
+        return "redis"
     if name.startswith(("ffmpeg", "ffprobe", "redis")):
         return name.split("-")[0]
     return None
@@ -198,7 +200,7 @@ def clip(seconds: float, size: str) -> Path:
 
 def long_source(hours: float, size: str = "320x240") -> Path:
     """A long source made fast: a 60 s clip looped with -c copy (no encode)."""
-    path = OUT / f"long-{hours:g}h-{size}.mkv"
+    path = OUT / f"long-{round(hours * 60)}min-{size}.mkv"
     if not path.exists():
         piece = clip(60, size)
         loops = max(0, round(hours * 60) - 1)
@@ -637,14 +639,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=1, help="rounds per encoder measurement "
                                                           "(default 1; the fixed cost gets one more)")
     ap.add_argument("--budget-minutes", type=float, default=None,
-                    help="skip what is left after this long (default 10, --quick 3)")
+                    help="skip what is left after this long (default 11, --quick 3)")
     ap.add_argument("--no-docs", action="store_true",
                     help="write benchmarks/out/bench.json only, not docs/performance.md")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     if args.budget_minutes is None:
-        args.budget_minutes = 3.0 if args.quick else 10.0
+        args.budget_minutes = 3.0 if args.quick else 11.0
     return args
 
 

@@ -206,7 +206,7 @@ class ScheduleChooser:
                  cores: int | None = None) -> None:
         self.settings = settings
         self.workers = workers
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = cores or len(os.sched_getaffinity(0)) or 1
         self.schedule: Schedule | None = None
 
     def __call__(self, source: ProbeResult, opts: EncodeOptions) -> float | None:

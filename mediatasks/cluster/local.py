@@ -32,7 +32,7 @@ IO_CONCURRENCY = 2
 def default_workers() -> int:
     """Encodes at once for a local run when no schedule chose (a policy batch): half the cores,
     each ffmpeg threading itself."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def redis_args(redis_server: str, sock: Path, data_dir: Path) -> list[str]:
