@@ -118,7 +118,14 @@ def run(
             with cluster:
                 steps.add("start broker", time.monotonic() - mark)
                 # Celery and the job history load on a thread meanwhile (ffprobe and the test
-                # encode wait on subprocesses).
+                # encode wait on subprocesses). What the checks import is imported here first,
+                # so the two threads never import the same module at once.
+                import mediatasks.steps.audio
+                import mediatasks.steps.integrity
+                import mediatasks.steps.mux
+                import mediatasks.steps.plan
+                import mediatasks.steps.probe  # noqa: F401
+
                 loading = pool.submit(local_service, cluster.broker_url)
                 follower.note("probing")
                 mark = time.monotonic()
@@ -139,7 +146,10 @@ def run(
                         err.print(describe_schedule(sched), markup=False, highlight=False)
                     for w in jp.warnings:
                         err.print(f"[yellow]warning:[/] {w}")
-                service = loading.result()
+                try:
+                    service = loading.result()
+                except Exception:  # whatever failed there fails here again, in the open
+                    service = local_service(cluster.broker_url)
                 job_dir = cluster.work_dir / jp.job_id
                 failed = True
 
