@@ -50,8 +50,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Writes docs/performance.md and docs/performance.png (about 12 minutes on 2 cores). BASELINE is
+# the revision timed beside this one: the code before the performance work.
+BASELINE ?= 391729a
 bench: venv
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/bench.py --baseline-rev $(BASELINE)
 
 clean:
 	rm -rf $(VENV) demo benchmarks/out .pytest_cache .mypy_cache .ruff_cache

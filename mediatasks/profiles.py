@@ -209,3 +209,16 @@ def user_args(opts: EncodeOptions) -> list[str]:
         flag = key if ":" in key else f"{key}:v"
         args += [f"-{flag}", value]
     return args
+
+
+# Encoders that take ``-threads`` as their own thread count (libx265 sizes its pools itself).
+THREADED_ENCODERS = frozenset({"libx264", "libaom-av1", "libvpx-vp9", "libvpx", "libsvtav1"})
+
+
+def thread_args(opts: EncodeOptions, threads: int | None) -> list[str]:
+    """``-threads N`` for an encoder that takes it, unless --video-opt sets threads itself."""
+    if threads is None or opts.video_codec not in THREADED_ENCODERS:
+        return []
+    if any(key.split(":")[0] == "threads" for key, _ in opts.video_opts):
+        return []
+    return ["-threads:v", str(threads)]

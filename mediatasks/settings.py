@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=14400, ge=10)
     chunk_seconds: float = Field(default=30.0, gt=0)
     min_chunk_frames: int = Field(default=12, ge=1)
+    # Threads each encoder ffmpeg of this worker gets (-threads); unset: the encoder's default.
+    encoder_threads: int | None = Field(default=None, ge=1)
     # An encode that reports no progress for this long is killed and retried.
     stall_timeout: float = Field(default=300.0, gt=0)
     task_soft_time_limit: int = Field(default=4 * 3600, ge=10)

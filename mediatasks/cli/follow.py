@@ -83,6 +83,49 @@ class JobProgress:
         return human_duration(left / rate)
 
 
+# What the time between one state event and the next was spent on.
+STEP_NAMES: dict[str, str] = {
+    "queued": "wait for a worker", "probing": "probe + plan", "planned": "start encodes",
+    "approved": "start encodes", "encoding": "encode", "assembling": "concat + mux",
+    "verifying": "verify", "publishing": "publish",
+}
+
+
+class StepTimes:
+    """Seconds per step of one job: the local steps the command timed itself (starting the
+    cluster, checks, stopping) and the job's own steps, from its state events' times."""
+
+    def __init__(self) -> None:
+        self.local: dict[str, float] = {}
+        self.events: list[tuple[str, float]] = []  # (state, wall time)
+
+    def add(self, step: str, seconds: float) -> None:
+        self.local[step] = self.local.get(step, 0.0) + seconds
+
+    def event(self, event: Event) -> None:
+        if event.type == "job.queued":
+            self.events = []
+        if event.type.startswith("job."):
+            self.events.append((event.type.removeprefix("job."), event.at.timestamp()))
+
+    def job_steps(self) -> dict[str, float]:
+        steps: dict[str, float] = {}
+        for (state, at), (_, after) in zip(self.events, self.events[1:], strict=False):
+            name = STEP_NAMES.get(state)
+            if name is not None:
+                steps[name] = steps.get(name, 0.0) + max(0.0, after - at)
+        return steps
+
+    def as_dict(self) -> dict[str, float]:
+        """Step -> seconds, in the order they ran."""
+        first = {k: v for k, v in self.local.items() if k != "stop workers"}
+        last = {k: v for k, v in self.local.items() if k == "stop workers"}
+        return {k: round(v, 3) for k, v in {**first, **self.job_steps(), **last}.items()}
+
+    def line(self) -> str:
+        return "steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.as_dict().items())
+
+
 class Follower:
     """Renders one job's events for people (nothing with ``enabled`` false)."""
 

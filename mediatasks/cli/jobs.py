@@ -59,20 +59,28 @@ def plan(
         batch_command("plan", sources, policy, output_dir=output_dir, on_error=on_error,
                       workers=None, as_json=as_json, chunk_seconds=chunk_seconds)
         return
+    from mediatasks.cli.local import ScheduleChooser, describe_schedule
     from mediatasks.service.prepare import make_options, plan_preview, prepare_job
 
     source = single(sources)
     settings = get_settings()
     opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     target = output or source.with_name(f"{source.stem}.out.mkv")
-    jp = prepare_job(source, target, opts, overwrite=True, settings=settings, check_output=False)
+    # The chunks `mediatasks run` would cut on this machine, and how many it would encode at once.
+    chooser = ScheduleChooser(settings, workers=None)
+    jp = prepare_job(source, target, opts, overwrite=True, settings=settings, check_output=False,
+                     chunk_length=chooser)
     data = plan_preview(jp, settings)
+    if chooser.schedule is not None:
+        data["schedule"] = chooser.schedule.as_dict()
     if as_json:
         print(json.dumps(data))
         return
     out.print(f"{data['input']} -> {data['output']} ({data['output_format']})")
     out.print(f"{data['frames']} frames, {len(data['chunks'])} chunk(s) on queue {data['queue']}"
               + (f"; one chunk because {data['split_blocker']}" if data["split_blocker"] else ""))
+    if chooser.schedule is not None:
+        out.print(describe_schedule(chooser.schedule), markup=False, highlight=False)
     for c in data["chunks"]:
         out.print(f"  chunk {c['index']:>4}: frames {c['start_frame']}-{c['end_frame'] - 1} "
                   f"({c['frames']})")

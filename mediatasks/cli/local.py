@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -34,14 +36,19 @@ from mediatasks.cli.common import (
     one_source,
     out,
 )
-from mediatasks.cli.follow import Follower
+from mediatasks.cli.follow import Follower, StepTimes
 from mediatasks.errors import JobCancelled, JobFailed
-from mediatasks.models import JobResult
+from mediatasks.models import EncodeOptions, JobResult, ProbeResult
 from mediatasks.service import summary
-from mediatasks.settings import get_settings
+from mediatasks.service.records import Event
+from mediatasks.settings import Settings, get_settings
 
-WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1,
-                                                help="Local worker processes.")]
+if TYPE_CHECKING:
+    from mediatasks.scheduling import Schedule
+
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="Chunks encoded at once (default: chosen for the encoder and the "
+                             "machine's cores).")]
 
 
 def run(
@@ -83,39 +90,73 @@ def run(
     from mediatasks.steps import encode as encode_step
     from mediatasks.steps.publish import temp_path
 
+    started = time.monotonic()
     source, output = one_source(sources, output)
     settings = get_settings()
     opts = make_options(video_codec, crf, preset, video_opt, audio_codec, chunk_seconds)
     src = check_paths(source, output, overwrite=overwrite)
     job_id = new_job_id()
+    chooser = ScheduleChooser(settings, workers=workers)
+    steps = StepTimes()
     # The job directory is kept in the work directory (not the private temp one), so that a run
     # killed with its machine leaves its verified chunks for the next run of the same job.
     cluster = LocalCluster(settings, workers=workers or default_workers(),
                            work_dir=settings.work_dir, hardware=is_hardware(opts.video_codec),
-                           roots=(src.resolve().parent, output.resolve().parent))
+                           roots=(src.resolve().parent, output.resolve().parent),
+                           encoders_later=True)
     previous = signal.signal(signal.SIGTERM, on_sigterm)
-    started = time.monotonic()
     jp = None
     service = None
     show = not as_json
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediatasks-service")
     try:
         with Follower(err, enabled=show) as follower:
             follower.note("starting workers")
-            # Workers boot (a second or two) while the source is probed and the encoder checked.
+            # The broker and the io worker start while the source is probed and the encoder
+            # checked; the encode worker as soon as the schedule is known.
+            mark = time.monotonic()
             with cluster:
+                steps.add("start broker", time.monotonic() - mark)
+                # Celery and the job history load on a thread meanwhile (ffprobe and the test
+                # encode wait on subprocesses). What the checks import is imported here first,
+                # so the two threads never import the same module at once.
+                import mediatasks.steps.audio
+                import mediatasks.steps.integrity
+                import mediatasks.steps.mux
+                import mediatasks.steps.plan
+                import mediatasks.steps.probe  # noqa: F401
+
+                loading = pool.submit(local_service, cluster.broker_url)
                 follower.note("probing")
+                mark = time.monotonic()
                 jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
                                  exact_preview=False, hold=hold, local=True, job_id=job_id,
-                                 strict=strict)
+                                 strict=strict, chunk_length=chooser)
+                steps.add("checks", time.monotonic() - mark)
+                sched = chooser.schedule
+                if sched is not None:
+                    cluster.start_encoders(sched.workers, sched.threads)
+                else:
+                    cluster.start_encoders()
                 if show:
                     # Nothing but a refusal is printed before the job exists: then its id.
                     err.print(f"job {job_id}: {jp.spec.input} -> {jp.spec.output}", markup=False,
                               highlight=False)
+                    if sched is not None:
+                        err.print(describe_schedule(sched), markup=False, highlight=False)
                     for w in jp.warnings:
                         err.print(f"[yellow]warning:[/] {w}")
-                service = local_service(cluster.broker_url)
+                try:
+                    service = loading.result()
+                except Exception:  # whatever failed there fails here again, in the open
+                    service = local_service(cluster.broker_url)
                 job_dir = cluster.work_dir / jp.job_id
                 failed = True
+
+                def on_event(event: Event) -> None:
+                    steps.event(event)
+                    follower.event(event)
+
                 try:
                     with run_lock(job_dir):
                         for old in abandoned_runs(cluster.work_dir):
@@ -128,7 +169,7 @@ def run(
                             err.print(f"resuming: {adopted} verified chunk(s) from an earlier run "
                                       "that did not finish")
                         result = run_job(service, jp.spec, watch=cluster.check_alive,
-                                         on_event=follower.event)
+                                         on_event=on_event)
                         failed = result.status == "failed"
                 except JobCancelled:
                     raise
@@ -144,6 +185,8 @@ def run(
                     else:
                         shutil.rmtree(job_dir, ignore_errors=True)
                     temp_path(Path(jp.spec.output), jp.job_id).unlink(missing_ok=True)
+                    mark = time.monotonic()
+            steps.add("stop workers", time.monotonic() - mark)
     except KeyboardInterrupt:
         if jp is not None and service is not None:
             with contextlib.suppress(Exception):
@@ -154,15 +197,54 @@ def run(
         raise JobCancelled("interrupted: workers stopped, temp files removed",
                            path=source) from None
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         signal.signal(signal.SIGTERM, previous)
     result = result.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
-    finish(result, as_json=as_json)
+    extra: dict[str, Any] = {"steps": steps.as_dict()}
+    if chooser.schedule is not None:
+        extra["schedule"] = chooser.schedule.as_dict()
+    finish(result, as_json=as_json, extra=extra,
+           steps=steps.line() if show and result.status == "succeeded" else None)
 
 
-def finish(result: JobResult, *, as_json: bool) -> None:
-    """Print how the job ended; exit 1 unless it succeeded."""
+class ScheduleChooser:
+    """prepare_job's ``chunk_length`` hook for a local run: the schedule for the probed source
+    (workers, threads, chunk length), unless --chunk-seconds or MEDIATASKS_CHUNK_SECONDS set the
+    length (then only the workers and threads are chosen)."""
+
+    def __init__(self, settings: Settings, *, workers: int | None,
+                 cores: int | None = None) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.cores = cores or len(os.sched_getaffinity(0)) or 1
+        self.schedule: Schedule | None = None
+
+    def __call__(self, source: ProbeResult, opts: EncodeOptions) -> float | None:
+        from mediatasks.scheduling import for_source
+
+        given = opts.chunk_seconds
+        if given is None and "chunk_seconds" in self.settings.model_fields_set:
+            given = self.settings.chunk_seconds
+        self.schedule = for_source(source, opts, cores=self.cores, workers=self.workers,
+                                   chunk_seconds=given)
+        if given is not None or opts.remux:
+            return None
+        return round(self.schedule.chunk_seconds, 3)
+
+
+def describe_schedule(s: Schedule) -> str:
+    threads = f"{s.threads} thread(s) each" if s.threads else "encoder's own threads"
+    return (f"schedule: {s.chunks} chunk(s) of {s.chunk_seconds:.1f}s, {s.workers} at once, "
+            f"{threads}, {s.cores} core(s) ({s.reason})")
+
+
+def finish(result: JobResult, *, as_json: bool, extra: dict[str, Any] | None = None,
+           steps: str | None = None) -> None:
+    """Print how the job ended (``extra``: more keys for --json; ``steps``: the step times'
+    line); exit 1 unless it succeeded."""
     if as_json:
-        print(result.model_dump_json())
+        print(json.dumps({**json.loads(result.model_dump_json()), **(extra or {})})
+              if extra else result.model_dump_json())
     elif result.status == "succeeded" and result.outcome == "kept-source":
         out.print(f"kept: {result.input}: {result.note or 'the source was kept'}")
     elif result.status == "succeeded":
@@ -172,6 +254,8 @@ def finish(result: JobResult, *, as_json: bool) -> None:
         out.print(f"done: {result.output}: {summary.describe(data)}")
         for w in result.warnings:
             err.print(f"[yellow]warning:[/] {w}")
+        if steps:
+            err.print(steps, markup=False, highlight=False)
     if result.status == "rejected":
         if not as_json:
             out.print(f"{result.job_id}: rejected; nothing was encoded")

@@ -8,6 +8,7 @@ import the tasks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import chain, chord
@@ -37,13 +38,17 @@ def analyse_workflow(app: Any, spec: JobSpec) -> Signature:
     return wf
 
 
-def encode_workflow(app: Any, spec: JobSpec, *, chunks: int, queue: str) -> Signature:
+def encode_workflow(app: Any, spec: JobSpec, *, chunks: int, queue: str,
+                    order: Sequence[int] | None = None) -> Signature:
     """[encode_chunk x chunks on ``queue``, encode_audio on io] -> concat -> mux -> verify ->
-    publish. A remux encodes nothing: the audio task alone, then concat hands on the source."""
+    publish. A remux encodes nothing: the audio task alone, then concat hands on the source.
+    ``order``: the chunk indices in the order they are sent (longest first); else by index."""
     s = spec.model_dump(mode="json")
+    indices = list(order) if order is not None and sorted(order) == list(range(chunks)) \
+        else list(range(chunks))
     header = [] if spec.options.remux else [
         _sig(app, "encode_chunk", spec=s, index=i).set(queue=queue, immutable=True)
-        for i in range(chunks)]
+        for i in indices]
     header.append(_sig(app, "encode_audio", spec=s).set(immutable=True))
     wf = chain(chord(header, _sig(app, "concat", spec=s)), _sig(app, "mux", spec=s),
                _sig(app, "verify", spec=s), _sig(app, "publish", spec=s))

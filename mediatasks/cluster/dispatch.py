@@ -21,6 +21,22 @@ log = logging.getLogger(__name__)
 _RETRY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
 
 
+def _longest_first(spec: JobSpec, chunks: int) -> list[int] | None:
+    """The chunks in the order to send them, longest first, from the job's saved plan; None
+    (by index) when the plan cannot be read here."""
+    from mediatasks.scheduling import longest_first
+    from mediatasks.settings import get_settings
+    from mediatasks.steps.plan import load_plan
+
+    try:
+        plan = load_plan(get_settings().work_dir / spec.job_id)
+    except (OSError, ValueError):
+        return None
+    if len(plan.chunks) != chunks:
+        return None
+    return longest_first([c.frames for c in plan.chunks])
+
+
 class CeleryDispatcher:
     """Sends job phases through ``app``'s broker."""
 
@@ -49,7 +65,8 @@ class CeleryDispatcher:
         self._send(canvas.analyse_workflow(self.app, spec))
 
     def encode(self, spec: JobSpec, *, chunks: int, queue: str) -> None:
-        self._send(canvas.encode_workflow(self.app, spec, chunks=chunks, queue=queue))
+        self._send(canvas.encode_workflow(self.app, spec, chunks=chunks, queue=queue,
+                                          order=_longest_first(spec, chunks)))
 
     def discard(self, spec: JobSpec) -> None:
         self._send(canvas.cleanup(self.app, spec, remove=True))

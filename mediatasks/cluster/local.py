@@ -24,11 +24,15 @@ from mediatasks.models import JobSpec
 from mediatasks.profiles import QUEUES
 from mediatasks.settings import Settings
 
+# The io worker's processes: probe, plan, audio, concat, mux, verify and publish never wait
+# behind a long encode, which runs in the encode worker.
+IO_CONCURRENCY = 2
+
 
 def default_workers() -> int:
-    """Worker processes for a local run: half the cores (each ffmpeg threads itself), at least 2
-    so the audio and file tasks never wait behind a long encode."""
-    return max(2, (os.cpu_count() or 2) // 2)
+    """Encodes at once for a local run when no schedule chose (a policy batch): half the cores,
+    each ffmpeg threading itself."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def redis_args(redis_server: str, sock: Path, data_dir: Path) -> list[str]:
@@ -47,9 +51,15 @@ class LocalCluster:
     """``with LocalCluster(settings, workers=2) as c:`` -> c.broker_url, c.work_dir."""
 
     def __init__(self, settings: Settings, *, workers: int, work_dir: Path | None = None,
-                 hardware: bool = True, roots: tuple[Path, ...] = ()):
+                 hardware: bool = True, roots: tuple[Path, ...] = (),
+                 threads: int | None = None, encoders_later: bool = False):
         self.settings = settings
         self.workers = workers
+        self.threads = threads
+        # Start the encode worker only when start_encoders() is called (once the source is
+        # probed and the schedule known); the broker and the io worker start at once.
+        self.encoders_later = encoders_later
+        self.tag = uuid.uuid4().hex[:6]
         self._work_dir = work_dir
         self.tmp = Path(tempfile.mkdtemp(prefix="mt-"))
         if len(str(self.tmp / "redis.sock")) > 100:  # unix socket paths are limited to 108 bytes
@@ -62,7 +72,8 @@ class LocalCluster:
         # The folders of the run's sources and outputs: its workers touch nothing else.
         self.roots = tuple(dict.fromkeys(str(r.resolve()) for r in roots))
         self.redis: runner.Service | None = None
-        self.worker: runner.Service | None = None
+        self.worker: runner.Service | None = None  # the io worker
+        self.encoder: runner.Service | None = None
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -90,28 +101,55 @@ class LocalCluster:
         raise BrokerUnavailable(f"redis-server did not start within {timeout:.0f}s")
 
     def start(self) -> LocalCluster:
+        """redis-server, the io worker (probe, plan, audio, concat, mux, verify, publish) and,
+        unless ``encoders_later``, the encode worker."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.redis = runner.spawn("redis", redis_args(self.settings.redis_server, self.sock,
                                                       self.tmp), log_path=self.tmp / "redis.log")
         self._wait_redis()
         self.worker = runner.spawn(
-            "worker", worker_args(self.workers, f"local-{uuid.uuid4().hex[:6]}"),
-            log_path=self.tmp / "worker.log", env=self.env(), cwd=self.tmp)
+            "io worker", worker_args(IO_CONCURRENCY, f"local-io-{self.tag}", ("io",)),
+            log_path=self.tmp / "worker-io.log", env=self.env(), cwd=self.tmp)
+        if not self.encoders_later:
+            self.start_encoders()
         return self
+
+    def start_encoders(self, workers: int | None = None, threads: int | None = None) -> None:
+        """The worker that encodes chunks (cpu and gpu queues): ``workers`` at once, each ffmpeg
+        with ``threads`` threads (None: the encoder's default). Once; later calls do nothing."""
+        if self.encoder is not None:
+            return
+        if workers is not None:
+            self.workers = workers
+        self.threads = threads if threads is not None else self.threads
+        env = self.env()
+        if self.threads is not None:
+            env["MEDIATASKS_ENCODER_THREADS"] = str(self.threads)
+        self.encoder = runner.spawn(
+            "encode worker", worker_args(self.workers, f"local-enc-{self.tag}", ("cpu", "gpu")),
+            log_path=self.tmp / "worker-encode.log", env=env, cwd=self.tmp)
+
+    def services(self) -> list[runner.Service]:
+        return [svc for svc in (self.redis, self.worker, self.encoder) if svc is not None]
 
     def check_alive(self) -> None:
         """Raise if a service died (a worker that cannot import, a crashed redis)."""
-        for svc in (self.redis, self.worker):
-            if svc is not None and not svc.alive():
+        for svc in self.services():
+            if not svc.alive():
                 raise MediatasksError(f"the local {svc.name} exited: "
                                       f"{' | '.join(svc.log_tail(3).splitlines())}")
 
     def stop(self) -> None:
-        if self.worker is not None:
-            # The job is finished (or abandoned) and the private broker is thrown away with it:
-            # nothing waits to be acked, so the worker's process group is killed at once (a warm
-            # shutdown takes a second and saves nothing). ffmpeg children die with their parent.
-            self.worker.stop(grace=5, sig=signal.SIGKILL)
+        # The job is finished (or abandoned) and the private broker is thrown away with it:
+        # nothing waits to be acked, so the workers' process groups are killed at once, both
+        # before either is waited for (a warm shutdown takes a second and saves nothing).
+        # ffmpeg children die with their parent.
+        workers = [svc for svc in (self.encoder, self.worker) if svc is not None]
+        for svc in workers:
+            if svc.alive():
+                runner.kill_group(svc.proc, signal.SIGKILL)
+        for svc in workers:
+            svc.stop(grace=5, sig=signal.SIGKILL)
         if self.redis is not None:
             self.redis.stop(grace=5)
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -252,7 +252,7 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
     try:
         result = encode_step.encode_chunk(
             jp, chunk, job_dir(s.job_id), ffmpeg=_settings.ffmpeg, ffprobe=_settings.ffprobe,
-            stall_timeout=_settings.stall_timeout,
+            stall_timeout=_settings.stall_timeout, threads=_settings.encoder_threads,
             on_progress=progress,
             should_stop=lambda: state.cancelled() or state.attempt() > s.attempt)
     except HardwareUnavailable as exc:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mediatasks import encoder_options
 from mediatasks.errors import InvalidOptions
-from mediatasks.models import AudioResult, EncodeOptions, JobPlan, JobSpec
+from mediatasks.models import AudioResult, EncodeOptions, JobPlan, JobSpec, ProbeResult
 from mediatasks.profiles import is_hardware
 from mediatasks.settings import Settings
 
@@ -79,10 +80,14 @@ def _check_writable(output: Path) -> None:
 def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: bool,
                 settings: Settings, check_output: bool = True, exact_preview: bool = True,
                 hold: bool = False, local: bool = False, job_id: str | None = None,
-                strict: bool = False) -> JobPlan:
+                strict: bool = False,
+                chunk_length: Callable[[ProbeResult, EncodeOptions], float | None] | None = None
+                ) -> JobPlan:
     """Probe, plan and test-encode: a job that passes this starts.
 
     Args:
+        chunk_length: called with the probe result; the chunk length it returns (unless None)
+            is the job's when the options name none (the local schedule).
         exact_preview: read every frame's timestamp so the plan shown is the plan that runs
             (the plan step does this itself; ``run`` and ``submit`` skip it).
     """
@@ -95,6 +100,10 @@ def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: b
         audio.check_audio_encoder(opts.audio_codec, None, ffmpeg=settings.ffmpeg,
                                   subject="--audio-codec")
     result = probe.probe(src, ffprobe=settings.ffprobe)
+    if chunk_length is not None:
+        seconds = chunk_length(result, opts)
+        if seconds is not None and opts.chunk_seconds is None:
+            opts = opts.model_copy(update={"chunk_seconds": seconds})
     spec = JobSpec(job_id=job_id or new_job_id(), input=str(src.resolve()),
                    output=str(output.resolve()), options=opts, overwrite=overwrite, hold=hold,
                    local=local, strict=strict)

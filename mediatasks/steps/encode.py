@@ -107,12 +107,14 @@ def seek_attempts(plan: JobPlan, chunk: Chunk) -> list[int | None]:
 
 
 def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
-                ffmpeg: str = "ffmpeg") -> list[str]:
+                ffmpeg: str = "ffmpeg", threads: int | None = None) -> list[str]:
     """The ffmpeg argv that encodes ``chunk`` into ``out``.
 
     Args:
         seek_pts: the keyframe to seek to (``chunk.seek_pts`` first, see ``seek_attempts``);
             None decodes from the start of the file.
+        threads: the encoder's threads (``-threads``), unless the options set them; None leaves
+            the encoder's default.
     """
     v = plan.source.video
     opts = plan.spec.options
@@ -139,7 +141,7 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
         out_kwargs["frames:v"] = chunk.frames
     compiled: list[str] = ffmpeg_python.output(stream, str(out), **out_kwargs).get_args()
     extra = (profiles.quality_args(opts) + profiles.stream_args(opts, v)
-             + profiles.user_args(opts))
+             + profiles.thread_args(opts, threads) + profiles.user_args(opts))
     return [ffmpeg, *_global_args(), *profiles.device_args(opts.video_codec), *compiled[:-1],
             *extra, compiled[-1]]
 
@@ -185,8 +187,9 @@ def mismatch(plan: JobPlan, chunk: Chunk, frames: int, stderr_tail: Sequence[str
 def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "ffmpeg",
                  ffprobe: str = "ffprobe", stall_timeout: float = 300.0,
                  on_progress: ProgressFn | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> ChunkResult:
-    """Encode ``chunk`` unless a verified copy exists.
+                 should_stop: Callable[[], bool] | None = None,
+                 threads: int | None = None) -> ChunkResult:
+    """Encode ``chunk`` unless a verified copy exists (``threads``: see ``encode_args``).
 
     Raises:
         FrameCountMismatch: the chunk holds other than its planned frames, also after a second
@@ -210,7 +213,7 @@ def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "f
     stderr: tuple[str, ...] = ()
     try:
         for seek in seek_attempts(plan, chunk):
-            argv = encode_args(plan, chunk, tmp, seek_pts=seek, ffmpeg=ffmpeg)
+            argv = encode_args(plan, chunk, tmp, seek_pts=seek, ffmpeg=ffmpeg, threads=threads)
             took, stderr = _run_encode(argv, subject=plan.spec.input,
                                        stall_timeout=stall_timeout, on_progress=on_progress,
                                        should_stop=should_stop)
