@@ -31,11 +31,9 @@ from mediatasks.service.memory import (
     MemoryWebhookStore,
 )
 from mediatasks.service.records import Event
-from mediatasks.service.webhooks import (
-    LOST_AFTER,
+from mediatasks.service.webhook_messages import (
     Delivery,
     Subscription,
-    Webhooks,
     backoff,
     check_secret,
     check_url,
@@ -44,6 +42,7 @@ from mediatasks.service.webhooks import (
     progress_due,
     sign,
 )
+from mediatasks.service.webhooks import LOST_AFTER, Webhooks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 MEDIATASKS = str(Path(sys.executable).with_name("mediatasks"))

@@ -15,7 +15,7 @@ from mediatasks.history.schema import (
     webhook_deliveries,
     webhook_subscriptions,
 )
-from mediatasks.service.webhooks import Attempt, Delivery, Subscription
+from mediatasks.service.webhook_messages import Attempt, Delivery, Subscription
 
 
 def _utc(value: datetime | None) -> datetime | None:

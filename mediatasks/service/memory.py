@@ -11,7 +11,7 @@ from typing import Any
 
 from mediatasks.models import JobSpec
 from mediatasks.service.records import Event, JobRecord
-from mediatasks.service.webhooks import Attempt, Delivery, Subscription
+from mediatasks.service.webhook_messages import Attempt, Delivery, Subscription
 
 _FIELDS = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused", "error", "started_at",
            "finished_at", "settings", "note", "output", "result_id"}
