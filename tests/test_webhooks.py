@@ -255,6 +255,67 @@ def test_relays_racing_on_one_subscription_never_write_a_message_twice(parts: Pa
     assert [d.type for d in stored][-1] == "job.succeeded"
 
 
+class CountingStore:
+    """The job store as the relay sees it, counting the events each read hands out."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.reads: list[int] = []
+
+    def events(self, key: str, *, after: int = 0, limit: int = 10000) -> list[Event]:
+        found: list[Event] = self.store.events(key, after=after, limit=limit)
+        self.reads.append(len(found))
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_relay_reads_only_the_events_after_its_cursor_and_sends_what_the_whole_log_says(
+        parts: Parts) -> None:
+    counting = CountingStore(parts.store)
+    parts.hooks.jobs = counting
+    s = spec()
+    parts.hooks.subscribe(s.job_id, "http://127.0.0.1:9/hook", SECRET)
+    run_to_end(parts, s, [(i % 2, i // 2) for i in range(2, 82)])
+    log = parts.store.events(s.job_id, limit=10**7)
+    assert len(log) >= 90
+    # One relay per event, each reading that event alone: the log was read once in all.
+    assert max(counting.reads) == 1 and sum(counting.reads) == len(log)
+    # The messages are those a relay over the whole log makes.
+    whole, _, _ = map_job_events(
+        Subscription(key=s.job_id, url="http://127.0.0.1:9/hook", secret=SECRET,
+                     created_at=log[0].at), log, parts.store.get(s.job_id), step=10, every=30)
+    stored = parts.hooks.deliveries(s.job_id)
+    assert [d.id for d in stored] == [d.id for d in whole]
+    progress = [json.loads(d.payload)["data"] for d in stored if d.type == "job.progress"]
+    assert [p["progress"] for p in progress] == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert progress[-1]["frames_done"] == 100
+
+
+def test_a_subscription_without_relay_state_rebuilds_it_from_the_log_once(parts: Parts) -> None:
+    s = spec()
+    parts.hooks.subscribe(s.job_id, "http://127.0.0.1:9/hook", SECRET)
+    parts.service.submit(s)
+    parts.service.planned(s, chunks=2, frames=100, queue="cpu")
+    parts.service.chunk_progress(s.job_id, 0, frames=35, total=50, fps=10)
+    # As a subscription written before the state was kept (schema v7) reads back.
+    if isinstance(parts.hooks_store, MemoryWebhookStore):
+        sub = parts.hooks_store.subscriptions[s.job_id]
+        parts.hooks_store.subscriptions[s.job_id] = sub.model_copy(update={"state": None})
+    else:
+        from mediatasks.history.schema import webhook_subscriptions
+
+        with parts.store.engine.begin() as conn:
+            conn.execute(webhook_subscriptions.update().values(state=None))
+    parts.service._last_progress.clear()
+    parts.service.chunk_progress(s.job_id, 1, frames=7, total=50, fps=10)
+    last = parts.data(s.job_id)[-1]["data"]
+    assert (last["progress"], last["frames_done"], last["frames"]) == (42, 42, 100)
+    state = parts.hooks_store.subscription(s.job_id).state
+    assert state is not None and state.chunks == {0: 35, 1: 7} and state.frames == 100
+
+
 def test_a_broken_webhook_store_never_fails_a_job() -> None:
     store = MemoryStore()
 

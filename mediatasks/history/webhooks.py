@@ -15,7 +15,7 @@ from mediatasks.history.schema import (
     webhook_deliveries,
     webhook_subscriptions,
 )
-from mediatasks.service.webhook_messages import Attempt, Delivery, Subscription
+from mediatasks.service.webhook_messages import Attempt, Delivery, RelayState, Subscription
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -29,7 +29,9 @@ def _subscription(row: Any) -> Subscription:
     m = row._mapping
     return Subscription(key=m["key"], url=m["url"], secret=m["secret"], key_id=m["key_id"],
                         cursor=m["cursor"], progress_pct=m["progress_pct"],
-                        progress_at=_utc(m["progress_at"]), created_at=_utc(m["created_at"]))
+                        progress_at=_utc(m["progress_at"]), created_at=_utc(m["created_at"]),
+                        state=(RelayState.model_validate_json(m["state"]) if m["state"]
+                               else None))
 
 
 def _delivery(row: Any, attempts: Sequence[Any] = ()) -> Delivery:
@@ -58,7 +60,9 @@ class SqlWebhookStore:
                 conn.execute(webhook_subscriptions.update().where(this).values(
                     url=s.url, secret=s.secret, key_id=s.key_id))
             else:
-                conn.execute(webhook_subscriptions.insert().values(**s.model_dump()))
+                conn.execute(webhook_subscriptions.insert().values(
+                    **s.model_dump(exclude={"state"}),
+                    state=s.state.model_dump_json() if s.state is not None else None))
 
     def subscription(self, key: str) -> Subscription | None:
         with self.engine.connect() as conn:
@@ -67,13 +71,15 @@ class SqlWebhookStore:
         return _subscription(row) if row is not None else None
 
     def advance(self, key: str, *, cursor_was: int, cursor: int, progress_pct: int | None,
-                progress_at: datetime | None, deliveries: Sequence[Delivery]) -> bool:
+                progress_at: datetime | None, state: RelayState,
+                deliveries: Sequence[Delivery]) -> bool:
         with self.engine.begin() as conn:
             done = conn.execute(webhook_subscriptions.update()
                                 .where(webhook_subscriptions.c.key == key)
                                 .where(webhook_subscriptions.c.cursor == cursor_was)
                                 .values(cursor=cursor, progress_pct=progress_pct,
-                                        progress_at=progress_at))
+                                        progress_at=progress_at,
+                                        state=state.model_dump_json()))
             if done.rowcount != 1:
                 return False
             if deliveries:

@@ -11,7 +11,7 @@ from typing import Any
 
 from mediatasks.models import JobSpec
 from mediatasks.service.records import Event, JobRecord
-from mediatasks.service.webhook_messages import Attempt, Delivery, Subscription
+from mediatasks.service.webhook_messages import Attempt, Delivery, RelayState, Subscription
 
 _FIELDS = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused", "error", "started_at",
            "finished_at", "settings", "note", "output", "result_id"}
@@ -154,7 +154,8 @@ class MemoryWebhookStore:
         return self.subscriptions.get(key)
 
     def advance(self, key: str, *, cursor_was: int, cursor: int, progress_pct: int | None,
-                progress_at: datetime | None, deliveries: Sequence[Delivery]) -> bool:
+                progress_at: datetime | None, state: RelayState,
+                deliveries: Sequence[Delivery]) -> bool:
         with self._lock:
             sub = self.subscriptions.get(key)
             if sub is None or sub.cursor != cursor_was:
@@ -162,7 +163,8 @@ class MemoryWebhookStore:
             if any(d.id in self.rows for d in deliveries):
                 raise ValueError("duplicate delivery id")  # the SQL primary key refuses it too
             self.subscriptions[key] = sub.model_copy(update={
-                "cursor": cursor, "progress_pct": progress_pct, "progress_at": progress_at})
+                "cursor": cursor, "progress_pct": progress_pct, "progress_at": progress_at,
+                "state": state.model_copy(deep=True)})
             self.rows.update((d.id, d) for d in deliveries)
             return True
 

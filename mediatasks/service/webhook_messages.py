@@ -10,12 +10,11 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
 from mediatasks.errors import InvalidOptions
@@ -35,8 +34,42 @@ _SUMMARY = ("frames_in", "frames_out", "duration", "size_in", "size_out", "bitra
             "encode_fps", "chunks", "chunks_reused", "warnings", "outcome", "note")
 
 
+class RelayState(BaseModel):
+    """What a relay keeps of the events it has read, so that the next one reads only those
+    after the cursor: of a job, the frames its current attempt planned and those done per
+    chunk; of a batch, each job's last state."""
+
+    frames: int | None = None
+    chunks: dict[int, int] = Field(default_factory=dict)
+    jobs: dict[str, str] = Field(default_factory=dict)
+
+    def feed(self, event: Event) -> bool:
+        """Take a job's event in; True when it may change the percent."""
+        if event.type == "job.queued":
+            self.frames, self.chunks = None, {}
+        elif event.type == "job.planned":
+            self.frames, self.chunks = int(event.data.get("frames") or 0), {}
+        elif event.type in {"chunk.progress", "chunk.finished"}:
+            index = int(event.data.get("index", -1))
+            self.chunks[index] = max(self.chunks.get(index, 0), int(event.data.get("frames") or 0))
+        else:
+            return False
+        return event.type != "job.queued"
+
+    @property
+    def done(self) -> int:
+        return sum(self.chunks.values())
+
+    @property
+    def percent(self) -> int | None:
+        if not self.frames:
+            return None
+        return min(100, math.floor(100 * self.done / self.frames))
+
+
 class Subscription(BaseModel):
-    """Where the webhooks of a job or a batch go, and how far its relay has read the log."""
+    """Where the webhooks of a job or a batch go, and how far its relay has read the log
+    (``state``: None for one made before the relay kept it, rebuilt from the log once)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -47,6 +80,7 @@ class Subscription(BaseModel):
     cursor: int = 0
     progress_pct: int | None = None
     progress_at: datetime | None = None
+    state: RelayState | None = None
     created_at: datetime
 
 
@@ -149,37 +183,6 @@ def next_status(outcome: Outcome, *, attempts: int, now: datetime, until: dateti
     return "pending", delay
 
 
-@dataclass
-class _Progress:
-    """Frames done of a job's current attempt, from its events."""
-
-    total: int | None = None
-    chunks: dict[int, int] = field(default_factory=dict)
-
-    def feed(self, event: Event) -> bool:
-        """Take the event in; True when it may change the percent."""
-        if event.type == "job.queued":
-            self.total, self.chunks = None, {}
-        elif event.type == "job.planned":
-            self.total, self.chunks = int(event.data.get("frames") or 0), {}
-        elif event.type in {"chunk.progress", "chunk.finished"}:
-            index = int(event.data.get("index", -1))
-            self.chunks[index] = max(self.chunks.get(index, 0), int(event.data.get("frames") or 0))
-        else:
-            return False
-        return event.type != "job.queued"
-
-    @property
-    def done(self) -> int:
-        return sum(self.chunks.values())
-
-    @property
-    def percent(self) -> int | None:
-        if not self.total:
-            return None
-        return min(100, math.floor(100 * self.done / self.total))
-
-
 def progress_due(pct: int, at: datetime, *, last_pct: int | None, last_at: datetime | None,
                  step: int, every: float) -> bool:
     """Whether a job.progress goes out: the percent reached the next multiple of ``step`` past
@@ -193,13 +196,13 @@ def progress_due(pct: int, at: datetime, *, last_pct: int | None, last_at: datet
 
 
 def job_data(record: JobRecord | None, event: Event, status: str,
-             progress: _Progress) -> dict[str, Any]:
+             progress: RelayState) -> dict[str, Any]:
     """What every job message says, and what its event adds."""
     data: dict[str, Any] = {
         "job_id": event.job_id, "batch_id": event.batch_id, "status": status,
         "input": record.input if record else None, "output": record.output if record else None,
-        "progress": progress.percent, "frames": progress.total,
-        "frames_done": progress.done if progress.total else None,
+        "progress": progress.percent, "frames": progress.frames,
+        "frames_done": progress.done if progress.frames else None,
         "error": event.data.get("error")}
     if "attempt" in event.data:
         data["attempt"] = event.data["attempt"]
@@ -214,10 +217,13 @@ def job_data(record: JobRecord | None, event: Event, status: str,
 
 
 def map_job_events(sub: Subscription, events: Iterable[Event], record: JobRecord | None, *,
-                   step: int, every: float) -> tuple[list[Delivery], int | None, datetime | None]:
-    """The messages a job's subscription sends for the events after its cursor (``events`` may
-    start earlier: those only build up the progress), and its new progress state."""
-    progress = _Progress()
+                   step: int, every: float, state: RelayState | None = None
+                   ) -> tuple[list[Delivery], int | None, datetime | None]:
+    """The messages a job's subscription sends for the events after its cursor, and the percent
+    and time of the last job.progress sent. ``state`` (fed in place) is what the events before
+    ``events`` left; without it ``events`` start at the job's first one. Events up to the cursor
+    only build up the progress."""
+    progress = RelayState() if state is None else state
     last_pct, last_at = sub.progress_pct, sub.progress_at
     out: list[Delivery] = []
     for event in events:
@@ -240,11 +246,13 @@ def map_job_events(sub: Subscription, events: Iterable[Event], record: JobRecord
     return out, last_pct, last_at
 
 
-def map_batch_events(sub: Subscription, events: Iterable[Event],
-                     jobs: Sequence[JobRecord]) -> list[Delivery]:
+def map_batch_events(sub: Subscription, events: Iterable[Event], jobs: Sequence[JobRecord], *,
+                     state: RelayState | None = None) -> list[Delivery]:
     """batch.finished each time the last job of the batch ends (by the log: two jobs that end at
-    once still make one message)."""
-    states: dict[str, str] = {}
+    once still make one message). ``state`` (fed in place) holds each job's state as the events
+    before ``events`` left it; without it ``events`` start at the batch's first one. ``jobs`` may
+    be empty when no event after the cursor ends a job."""
+    states = (RelayState() if state is None else state).jobs
     members = {r.job_id: r for r in jobs}
     out = []
     for event in events:

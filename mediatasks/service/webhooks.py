@@ -31,10 +31,10 @@ from mediatasks.service.reads import JobNotFound
 from mediatasks.service.records import Event
 from mediatasks.service.webhook_messages import (
     BACKOFF_MAX,
-    PROGRESS_EVENTS,
     Attempt,
     Delivery,
     Outcome,
+    RelayState,
     Subscription,
     check_secret,
     check_url,
@@ -61,9 +61,11 @@ class WebhookStore(Protocol):
     def subscription(self, key: str) -> Subscription | None: ...
 
     def advance(self, key: str, *, cursor_was: int, cursor: int, progress_pct: int | None,
-                progress_at: datetime | None, deliveries: Sequence[Delivery]) -> bool:
-        """Move the cursor from ``cursor_was`` on and add the deliveries, in one transaction;
-        False (and nothing written) when another relay moved it first."""
+                progress_at: datetime | None, state: RelayState,
+                deliveries: Sequence[Delivery]) -> bool:
+        """Move the cursor from ``cursor_was`` on, store the relay's state and add the
+        deliveries, in one transaction; False (and nothing written) when another relay moved
+        it first."""
         ...
 
     def lagging(self, limit: int = 1000) -> list[Subscription]:
@@ -139,9 +141,11 @@ class Webhooks:
         """
         check_url(url)
         check_secret(secret)
-        seen = self.jobs.events(key)
+        seen = self.jobs.events(key, limit=10**7)
+        # Subscribed late: the first relay builds the state from the log (state None).
         self.store.subscribe(Subscription(key=key, url=url.strip(), secret=secret, key_id=key_id,
                                           cursor=seen[-1].seq if seen else 0,
+                                          state=None if seen else RelayState(),
                                           created_at=self.clock()))
 
     def deliveries(self, key: str) -> list[Delivery]:
@@ -219,21 +223,24 @@ class Webhooks:
             if not fresh:
                 return []
             pct, at = sub.progress_pct, sub.progress_at
-            if self.jobs.get(key) is not None:
-                context = fresh
-                if any(e.type in PROGRESS_EVENTS for e in fresh):
-                    context = self.jobs.events(key, after=0, limit=10**7)
-                    context = [e for e in context if e.seq <= fresh[-1].seq]
-                made, pct, at = map_job_events(sub, context, self.jobs.get(key),
-                                               step=self.progress_step, every=self.progress_every)
-            elif any(e.ends_job for e in fresh):
-                every = [e for e in self.jobs.events(key, after=0, limit=10**7)
-                         if e.seq <= fresh[-1].seq]
-                made = map_batch_events(sub, every, self.jobs.jobs_in_batch(key))
+            # Only the events after the cursor are read: the state holds what the earlier
+            # ones left. A subscription made before it was kept rebuilds it from the log once.
+            state = sub.state.model_copy(deep=True) if sub.state is not None else RelayState()
+            events = fresh
+            if sub.state is None and sub.cursor > 0:
+                events = [e for e in self.jobs.events(key, after=0, limit=10**7)
+                          if e.seq <= fresh[-1].seq]
+            record = self.jobs.get(key)
+            if record is not None:
+                made, pct, at = map_job_events(sub, events, record, step=self.progress_step,
+                                               every=self.progress_every, state=state)
             else:
-                made = []
+                members = (self.jobs.jobs_in_batch(key) if any(e.ends_job for e in fresh)
+                           else [])
+                made = map_batch_events(sub, events, members, state=state)
             if self.store.advance(key, cursor_was=sub.cursor, cursor=fresh[-1].seq,
-                                  progress_pct=pct, progress_at=at, deliveries=made):
+                                  progress_pct=pct, progress_at=at, state=state,
+                                  deliveries=made):
                 return made
         log.warning("webhooks of %s: the relay kept losing the race; the upkeep goes on", key)
         return []
