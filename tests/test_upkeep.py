@@ -71,14 +71,53 @@ def test_a_follower_stops_at_a_stalled_job(service: JobService) -> None:
     assert [e.type for e in service.follow("a" * 32, idle=0.01) if e][-1] == "job.stalled"
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+def either(request: pytest.FixtureRequest, tmp_path: Path) -> JobService:
+    """The service on the in-memory store, then on the SQL history."""
+    if request.param == "memory":
+        return JobService(MemoryStore(), kv=MemoryKeyValue(), dispatcher=MemoryDispatcher())
+    from mediatasks.history import History
+
+    return JobService(History(f"sqlite:///{tmp_path / 'h.sqlite'}"), kv=MemoryKeyValue(),
+                      dispatcher=MemoryDispatcher())
+
+
 def test_a_second_job_for_an_output_in_use_is_refused_naming_the_first(
-        service: JobService) -> None:
+        either: JobService) -> None:
+    service = either
     service.submit(spec("a" * 32))
     with pytest.raises(InvalidOptions, match=f"job {'a' * 32} .queued. already writes"):
         service.submit(spec("b" * 32))
     service.submit(spec("c" * 32, output="/other.mkv"))
     service.cancel("a" * 32)
     service.submit(spec("b" * 32))  # the first has ended
+
+
+def test_the_job_writing_an_output_is_found_among_active_ones_only(either: JobService) -> None:
+    store = either.store
+    either.submit(spec("a" * 32, output="/a.mkv"))
+    either.submit(spec("b" * 32, output="/b.mkv"))
+    found = store.active_job_writing("/a.mkv")
+    assert found is not None and found.job_id == "a" * 32
+    assert store.active_job_writing("/a.mkv", other_than="a" * 32) is None
+    assert store.active_job_writing("/none.mkv") is None
+    either.step_started("b" * 32, "probe")
+    assert store.active_job_writing("/b.mkv").job_id == "b" * 32  # type: ignore[union-attr]
+    either.failed("b" * 32, "broken")
+    assert store.active_job_writing("/b.mkv") is None
+
+
+def test_the_output_lookup_goes_through_the_index_not_the_whole_table(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from mediatasks.history import History
+
+    history = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    with history.engine.connect() as conn:
+        plan = conn.execute(text(
+            "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE output = :o AND status IN "
+            "('queued', 'encoding')"), {"o": "/a.mkv"}).all()
+    assert any("USING INDEX ix_jobs_output" in str(row) for row in plan), plan
 
 
 def test_expired_work_folders_trash_and_progress_go_and_the_rest_stays(

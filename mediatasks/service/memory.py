@@ -60,6 +60,15 @@ class MemoryStore:
     def jobs_in_batch(self, batch_id: str) -> list[JobRecord]:
         return [self._record(r) for r in self.jobs.values() if r["batch_id"] == batch_id]
 
+    def active_job_writing(self, output: str, *, other_than: str | None = None
+                           ) -> JobRecord | None:
+        from mediatasks.service.lifecycle import ACTIVE
+
+        for row in self.jobs.values():
+            if row["output"] == output and row["status"] in ACTIVE and row["job_id"] != other_than:
+                return self._record(row)
+        return None
+
     def transition(self, job_id: str, *, current: str, new: str, event: str,
                    data: dict[str, Any], fields: dict[str, Any]) -> Event | None:
         with self._lock:

@@ -28,6 +28,12 @@ class JobStore(Protocol):
 
     def jobs_in_batch(self, batch_id: str) -> list[JobRecord]: ...
 
+    def active_job_writing(self, output: str, *, other_than: str | None = None
+                           ) -> JobRecord | None:
+        """A job that has not ended and writes ``output`` (but ``other_than``), if one does:
+        an indexed lookup, whatever the length of the queue."""
+        ...
+
     def transition(self, job_id: str, *, current: str, new: str, event: str,
                    data: dict[str, Any], fields: dict[str, Any]) -> Event | None:
         """Move the job from ``current`` to ``new`` and append ``event``, in one transaction; None
