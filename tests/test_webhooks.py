@@ -435,6 +435,45 @@ def test_the_upkeep_relays_what_was_missed_and_sends_lost_deliveries_again(parts
     assert [(i, a) for i, a, _, _ in parts.sender.sent] == [(sent[0].id, 0)]
 
 
+def test_expiry_removes_old_finished_deliveries_and_ended_subscriptions_never_a_pending_one(
+        parts: Parts) -> None:
+    ended, live, batch = spec("1" * 32), spec("2" * 32), "b" * 32
+    in_batch = [spec("3" * 32, batch_id=batch), spec("4" * 32, batch_id=batch)]
+    for key in (ended.job_id, live.job_id, batch, "9" * 32):  # the last names no job
+        parts.hooks.subscribe(key, "http://127.0.0.1:9/hook", SECRET)
+    for s in (ended, live, *in_batch):
+        parts.service.submit(s)
+    parts.service.cancel(ended.job_id)
+    for s in in_batch:
+        parts.service.failed(s.job_id, "broken")
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    for d in parts.hooks.deliveries(ended.job_id):  # delivered after a 500 first
+        parts.hooks.attempted(d, outcome="http_error", status_code=500, latency_ms=1)
+        parts.hooks.attempted(parts.hooks.delivery(d.id), outcome="delivered", latency_ms=1)
+    [finished] = parts.hooks.deliveries(batch)
+    parts.hooks.attempted(finished, outcome="timeout", latency_ms=1, until=past)  # failed
+    assert parts.hooks.delivery(finished.id).status == "failed"
+    assert parts.hooks.expire(86400) == (0, 0, 0)  # nothing is a day old yet
+    parts.hooks.clock = lambda: datetime.now(UTC) + timedelta(days=2)
+    assert parts.hooks.expire(86400) == (3, 5, 3)
+    # The live job's delivery was never tried: pending, it stays, and so does its subscription.
+    assert [d.status for d in parts.hooks.deliveries(live.job_id)] == ["pending"]
+    assert parts.hooks_store.subscription(live.job_id) is not None
+    for gone in (ended.job_id, batch, "9" * 32):
+        assert parts.hooks_store.subscription(gone) is None
+    assert parts.hooks.deliveries(ended.job_id) == [] and parts.hooks.deliveries(batch) == []
+    assert parts.hooks.expire(86400) == (0, 0, 0)
+    # Once it was delivered it goes too, and the subscription of the job (still queued) stays.
+    [pending] = parts.hooks.deliveries(live.job_id)
+    later = datetime.now(UTC) + timedelta(days=3)
+    parts.hooks.clock = lambda: later
+    parts.hooks.attempted(pending, outcome="delivered", latency_ms=1)
+    assert parts.hooks.expire(86400) == (0, 0, 0)  # tried just now
+    parts.hooks.clock = lambda: later + timedelta(days=1, seconds=1)
+    assert parts.hooks.expire(86400) == (1, 1, 0)
+    assert parts.hooks_store.subscription(live.job_id) is not None
+
+
 def test_urls_and_secrets_are_checked_with_one_line_that_names_the_fix() -> None:
     assert check_url("https://example.com/x") == "https://example.com/x"
     for bad in ("ftp://example.com/x", "example.com/x", "http://", "file:///etc/passwd"):

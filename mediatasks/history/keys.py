@@ -76,6 +76,12 @@ class SqlKeyStore:
                 continue
         raise RuntimeError(f"Idempotency-Key {idem_key[:80]!r} keeps changing")
 
+    def prune_idempotency(self, *, before: datetime) -> int:
+        with self.engine.begin() as conn:
+            done = conn.execute(delete(idempotency_keys)
+                                .where(idempotency_keys.c.created_at < before))
+        return int(done.rowcount or 0)
+
     def release_idempotency(self, key_id: str, idem_key: str, *, job_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(idempotency_keys).where(idempotency_keys.c.key_id == key_id)

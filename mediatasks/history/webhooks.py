@@ -6,15 +6,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import case, exists, func, or_, select
 from sqlalchemy.engine import Engine
 
 from mediatasks.history.schema import (
     events,
+    jobs,
     webhook_attempts,
     webhook_deliveries,
     webhook_subscriptions,
 )
+from mediatasks.service.lifecycle import TERMINAL
 from mediatasks.service.webhook_messages import Attempt, Delivery, RelayState, Subscription
 
 
@@ -134,6 +136,44 @@ class SqlWebhookStore:
         with self.engine.begin() as conn:
             conn.execute(d.update().where(d.c.id == delivery_id).values(
                 status="pending", next_attempt_at=next_attempt_at))
+
+    def prune_deliveries(self, *, before: datetime) -> tuple[int, int]:
+        d, a = webhook_deliveries, webhook_attempts
+        old = ((d.c.status.in_(["delivered", "failed"])) & (d.c.created_at < before)
+               & (d.c.last_attempt_at.is_(None) | (d.c.last_attempt_at < before)))
+        deliveries = attempts = 0
+        with self.engine.connect() as conn:
+            ids = [r.id for r in conn.execute(select(d.c.id).where(old))]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            with self.engine.begin() as conn:
+                # Checked again as it is removed: a replay may have reopened one meanwhile.
+                done = conn.execute(d.delete().where(d.c.id.in_(chunk)).where(old))
+                gone = conn.execute(a.delete().where(a.c.delivery_id.in_(chunk)).where(
+                    ~exists().where(d.c.id == a.c.delivery_id)))
+                deliveries += int(done.rowcount or 0)
+                attempts += int(gone.rowcount or 0)
+        return deliveries, attempts
+
+    def prune_subscriptions(self, *, ended_before: datetime) -> int:
+        s, d = webhook_subscriptions, webhook_deliveries
+        terminal = sorted(TERMINAL)
+        ended_jobs = (select(jobs.c.id).where(jobs.c.status.in_(terminal))
+                      .where(jobs.c.finished_at < ended_before))
+        ended_batches = (select(jobs.c.batch_id).where(jobs.c.batch_id.is_not(None))
+                         .group_by(jobs.c.batch_id)
+                         .having(func.sum(case((jobs.c.status.in_(terminal), 0), else_=1)) == 0)
+                         .having(func.count(jobs.c.finished_at) == func.count())
+                         .having(func.max(jobs.c.finished_at) < ended_before))
+        orphan = ((s.c.created_at < ended_before)
+                  & ~exists().where(jobs.c.id == s.c.key)
+                  & ~exists().where(jobs.c.batch_id == s.c.key))
+        with self.engine.begin() as conn:
+            done = conn.execute(s.delete()
+                                .where(s.c.key.in_(ended_jobs) | s.c.key.in_(ended_batches)
+                                       | orphan)
+                                .where(~exists().where(d.c.key == s.c.key)))
+        return int(done.rowcount or 0)
 
     def due(self, before: datetime, limit: int = 1000) -> list[Delivery]:
         d = webhook_deliveries

@@ -163,3 +163,8 @@ class Keys:
 
     def release(self, key: ApiKey, idem_key: str, job_id: str) -> None:
         self.store.release_idempotency(key.id, idem_key, job_id=job_id)
+
+    def expire(self, *, hours: float) -> int:
+        """Remove the Idempotency-Keys older than ``hours`` (the window in which a key
+        returns its first request); returns how many."""
+        return self.store.prune_idempotency(before=self.now() - timedelta(hours=hours))

@@ -210,6 +210,34 @@ class MemoryWebhookStore:
         return [self._full(d) for d in self.rows.values() if d.status == "pending"
                 and d.next_attempt_at is not None and d.next_attempt_at < before][:limit]
 
+    def prune_deliveries(self, *, before: datetime) -> tuple[int, int]:
+        with self._lock:
+            old = [d.id for d in self.rows.values() if d.status != "pending"
+                   and d.created_at < before
+                   and (d.last_attempt_at is None or d.last_attempt_at < before)]
+            attempts = sum(len(self.attempts.pop(i, [])) for i in old)
+            for i in old:
+                del self.rows[i]
+        return len(old), attempts
+
+    def prune_subscriptions(self, *, ended_before: datetime) -> int:
+        from mediatasks.service.lifecycle import TERMINAL
+
+        def ended(key: str, created_at: datetime) -> bool:
+            rows = [r for r in self.jobs.jobs.values() if key in (r["job_id"], r["batch_id"])]
+            if not rows:
+                return created_at < ended_before
+            return all(r["status"] in TERMINAL and r["finished_at"] is not None
+                       and r["finished_at"] < ended_before for r in rows)
+
+        with self._lock:
+            busy = {d.key for d in self.rows.values()}
+            gone = [k for k, s in self.subscriptions.items()
+                    if k not in busy and ended(k, s.created_at)]
+            for k in gone:
+                del self.subscriptions[k]
+        return len(gone)
+
 
 class MemorySender:
     """Records the deliveries that would have been handed to the delivery task."""

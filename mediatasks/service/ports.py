@@ -128,6 +128,10 @@ class KeyStore(Protocol):
         """Forget a claim whose job could not be created."""
         ...
 
+    def prune_idempotency(self, *, before: datetime) -> int:
+        """Remove the Idempotency-Keys recorded before ``before``; returns how many."""
+        ...
+
 
 __all__ = ["Dispatcher", "EventBus", "JobStore", "KeyStore", "KeyValue", "Notifier",
            "Subscription"]

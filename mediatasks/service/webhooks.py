@@ -94,6 +94,17 @@ class WebhookStore(Protocol):
         """Pending deliveries whose next attempt is before ``before``."""
         ...
 
+    def prune_deliveries(self, *, before: datetime) -> tuple[int, int]:
+        """Remove the deliveries delivered or failed that were made and last tried before
+        ``before``, with their attempts (never a pending one); returns how many of each."""
+        ...
+
+    def prune_subscriptions(self, *, ended_before: datetime) -> int:
+        """Remove the subscriptions that have no delivery left and whose job, or every job of
+        whose batch, ended before ``ended_before`` (or, made before it, that name no job or
+        batch at all); returns how many."""
+        ...
+
 
 class DeliverySender(Protocol):
     """Hands a delivery to whatever makes the HTTP request (a Celery task on the io queue)."""
@@ -244,6 +255,14 @@ class Webhooks:
                 return made
         log.warning("webhooks of %s: the relay kept losing the race; the upkeep goes on", key)
         return []
+
+    def expire(self, older_than: float) -> tuple[int, int, int]:
+        """The upkeep: remove deliveries delivered or failed ``older_than`` seconds ago with
+        their attempts, then the subscriptions of jobs and batches that ended that long ago.
+        Returns (deliveries, attempts, subscriptions) removed."""
+        before = self.clock() - timedelta(seconds=older_than)
+        deliveries, attempts = self.store.prune_deliveries(before=before)
+        return deliveries, attempts, self.store.prune_subscriptions(ended_before=before)
 
     def _send(self, deliveries: Iterable[Delivery]) -> None:
         if self.sender is None:
