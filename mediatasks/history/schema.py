@@ -19,6 +19,7 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
     v7  api_keys (hashed keys of the HTTP API, their scopes and webhook defaults);
         idempotency_keys (an Idempotency-Key and the job it created)
     v8  webhook_subscriptions.state: what the relay keeps of the events it read (JSON);
+        idempotency_keys.response: the answer a batch's Idempotency-Key returns again;
         indexes on jobs.output (the submit's check for a job writing the same output),
         idempotency_keys.created_at and webhook_deliveries.created_at (their expiry)
 """
@@ -202,7 +203,8 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
-# An Idempotency-Key of one API key, the hash of the body it came with and the job it made (v7).
+# An Idempotency-Key of one API key, the hash of the body it came with and the job it made (v7),
+# or for POST /v1/batches the batch's id and (v8) the answer it gave, as JSON.
 idempotency_keys = Table(
     "idempotency_keys", metadata,
     Column("key_id", String(32), nullable=False),
@@ -210,6 +212,7 @@ idempotency_keys = Table(
     Column("body_hash", String(64), nullable=False),
     Column("job_id", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("response", Text),  # v8
     UniqueConstraint("key_id", "idem_key", name="uq_idempotency_key"),
 )
 
@@ -279,9 +282,12 @@ def _api_keys(conn: Connection) -> None:
 
 
 def _relay_state_and_lookups(conn: Connection) -> None:
-    """The webhook relay's state; indexes for submit's output check and for expiry."""
+    """The webhook relay's state; a batch's answer kept for its Idempotency-Key; indexes for
+    submit's output check and for expiry."""
     if "state" not in {c["name"] for c in inspect(conn).get_columns("webhook_subscriptions")}:
         conn.execute(text("ALTER TABLE webhook_subscriptions ADD COLUMN state TEXT"))
+    if "response" not in {c["name"] for c in inspect(conn).get_columns("idempotency_keys")}:
+        conn.execute(text("ALTER TABLE idempotency_keys ADD COLUMN response TEXT"))
     for index in _v8_indexes:
         index.create(conn, checkfirst=True)
 

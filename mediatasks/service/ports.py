@@ -128,6 +128,14 @@ class KeyStore(Protocol):
         """Forget a claim whose job could not be created."""
         ...
 
+    def keep_response(self, key_id: str, idem_key: str, *, job_id: str, response: str) -> None:
+        """Keep the answer the claim of ``job_id`` (a batch id) gave, to give it again."""
+        ...
+
+    def kept_response(self, key_id: str, idem_key: str) -> str | None:
+        """The answer kept for ``idem_key``; None when none is kept (yet)."""
+        ...
+
     def prune_idempotency(self, *, before: datetime) -> int:
         """Remove the Idempotency-Keys recorded before ``before``; returns how many."""
         ...
