@@ -157,6 +157,7 @@ def test_gc_removes_and_prints_old_webhook_rows_and_idempotency_keys(tmp_path: P
     from datetime import UTC, datetime, timedelta
 
     from mediatasks.history import History
+    from mediatasks.history.figures import read_figures
     from mediatasks.history.keys import SqlKeyStore
     from mediatasks.history.webhooks import SqlWebhookStore
     from mediatasks.service.keys import Keys
@@ -182,6 +183,8 @@ def test_gc_removes_and_prints_old_webhook_rows_and_idempotency_keys(tmp_path: P
                MEDIATASKS_BROKER_URL="redis://127.0.0.1:9/0",
                MEDIATASKS_RESULT_BACKEND="redis://127.0.0.1:9/0")
     cli = str(Path(sys.executable).with_name("mediatasks"))
+    counted = read_figures(history.engine).webhook_attempts
+    assert counted == {"delivered": 2}
     done = subprocess.run([cli, "gc", "--older-than-days", "0"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -193,6 +196,7 @@ def test_gc_removes_and_prints_old_webhook_rows_and_idempotency_keys(tmp_path: P
     counts = json.loads(again.stdout)
     assert [counts[k] for k in ("webhook_deliveries", "webhook_attempts",
                                 "webhook_subscriptions", "idempotency_keys")] == [0, 0, 0, 0]
+    assert read_figures(history.engine).webhook_attempts == counted  # a counter never drops
     # Within the window the key still returns its job; the expired one names a new request.
     keys = Keys(store)
     assert store.claim_idempotency("k1", "new", body_hash="x", job_id="z" * 32, at=now,

@@ -20,6 +20,7 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
         idempotency_keys (an Idempotency-Key and the job it created)
     v8  webhook_subscriptions.state: what the relay keeps of the events it read (JSON);
         idempotency_keys.response: the answer a batch's Idempotency-Key returns again;
+        webhook_attempts_expired: attempts removed by expiry, by outcome (the metric counts on);
         indexes on jobs.output (the submit's check for a job writing the same output),
         idempotency_keys.created_at and webhook_deliveries.created_at (their expiry)
 """
@@ -216,6 +217,14 @@ idempotency_keys = Table(
     UniqueConstraint("key_id", "idem_key", name="uq_idempotency_key"),
 )
 
+# v8: how many attempts expiry removed, by outcome: mediatasks_webhook_attempts_total adds them,
+# so the counter never goes down.
+webhook_attempts_expired = Table(
+    "webhook_attempts_expired", metadata,
+    Column("outcome", String(16), primary_key=True),
+    Column("attempts", BigInteger, nullable=False),
+)
+
 # v8: submit looks up the job writing an output (a hash index on PostgreSQL: a path may be
 # longer than a B-tree entry allows); the upkeep expires old Idempotency-Keys and deliveries.
 _v8_indexes = (
@@ -290,6 +299,7 @@ def _relay_state_and_lookups(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE idempotency_keys ADD COLUMN response TEXT"))
     for index in _v8_indexes:
         index.create(conn, checkfirst=True)
+    metadata.create_all(conn, tables=[webhook_attempts_expired])  # checks first
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _task_logs, _webhooks,

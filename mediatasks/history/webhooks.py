@@ -13,6 +13,7 @@ from mediatasks.history.schema import (
     events,
     jobs,
     webhook_attempts,
+    webhook_attempts_expired,
     webhook_deliveries,
     webhook_subscriptions,
 )
@@ -46,6 +47,15 @@ def _delivery(row: Any, attempts: Sequence[Any] = ()) -> Delivery:
         history=tuple(Attempt(n=a.n, at=_utc(a.at), status_code=a.status_code,
                               latency_ms=a.latency_ms, error=a.error, outcome=a.outcome)
                       for a in attempts))
+
+
+def _tally(conn: Any, outcome: str, n: int) -> None:
+    """Add ``n`` expired attempts of ``outcome`` to their count."""
+    x = webhook_attempts_expired
+    done = conn.execute(x.update().where(x.c.outcome == outcome)
+                        .values(attempts=x.c.attempts + n))
+    if done.rowcount == 0:
+        conn.execute(x.insert().values(outcome=outcome, attempts=n))
 
 
 class SqlWebhookStore:
@@ -149,8 +159,11 @@ class SqlWebhookStore:
             with self.engine.begin() as conn:
                 # Checked again as it is removed: a replay may have reopened one meanwhile.
                 done = conn.execute(d.delete().where(d.c.id.in_(chunk)).where(old))
-                gone = conn.execute(a.delete().where(a.c.delivery_id.in_(chunk)).where(
-                    ~exists().where(d.c.id == a.c.delivery_id)))
+                theirs = a.c.delivery_id.in_(chunk) & ~exists().where(d.c.id == a.c.delivery_id)
+                for outcome, n in conn.execute(select(a.c.outcome, func.count()).where(theirs)
+                                               .group_by(a.c.outcome)):
+                    _tally(conn, str(outcome), int(n))
+                gone = conn.execute(a.delete().where(theirs))
                 deliveries += int(done.rowcount or 0)
                 attempts += int(gone.rowcount or 0)
         return deliveries, attempts
