@@ -319,6 +319,44 @@ def test_a_policy_batch_is_checked_and_submitted(api: Api, keys: dict[str, str],
         is_problem(c.get("/v1/batches/bnosuchbatch0000"), 404)
 
 
+def test_the_same_idempotency_key_and_body_return_the_first_batch(
+        api: Api, keys: dict[str, str], source: Path) -> None:
+    (api.outbox / "idem-batch").mkdir(exist_ok=True)
+    (api.inbox / "empty").mkdir(exist_ok=True)
+    body = {"policy": {"video": {"codec": "libx264", "crf": 30}}, "inputs": [str(source)],
+            "output_dir": str(api.outbox / "idem-batch")}
+    headers = {"Idempotency-Key": "batch-1"}
+    with api.client(keys["submit"]) as c:
+        # A request that made nothing leaves the key free for the next one.
+        is_problem(c.post("/v1/batches", json={**body, "inputs": [str(api.inbox / "empty")]},
+                          headers=headers), 400)
+        first = c.post("/v1/batches", json=body, headers=headers)
+        assert first.status_code == 202, first.text
+        assert "idempotent-replayed" not in first.headers
+        batch = first.json()
+        assert [f["status"] for f in batch["files"]] == ["queued"]
+        again = c.post("/v1/batches", content=json.dumps(dict(reversed(body.items())), indent=2),
+                       headers={**headers, "Content-Type": "application/json"})
+        assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == batch
+        jobs = c.get(f"/v1/batches/{batch['job_id']}").json()["jobs"]
+        assert [j["id"] for j in jobs] == [batch["files"][0]["job_id"]]
+        listed = c.get("/v1/jobs", params={"limit": 500}).json()["jobs"]
+        assert [j["id"] for j in listed if j["output"] == batch["files"][0]["output"]] == [
+            jobs[0]["id"]]
+        other = c.post("/v1/batches", json={**body, "hold": True}, headers=headers)
+        assert "Idempotency-Key" in is_problem(other, 409)["detail"]
+        # The key of a job submit and of a batch share one namespace per API key.
+        job = c.post("/v1/jobs", json={"input": str(source), "output": str(api.outbox / "x.mkv")},
+                     headers=headers)
+        is_problem(job, 409)
+    with api.client(keys["admin"]) as c:  # another key's Idempotency-Keys are its own
+        (api.outbox / "idem-batch2").mkdir(exist_ok=True)
+        r = c.post("/v1/batches", json={**body, "output_dir": str(api.outbox / "idem-batch2")},
+                   headers=headers)
+        assert r.status_code == 202 and r.json()["job_id"] != batch["job_id"]
+
+
 def test_readyz_sees_the_broker_and_the_history(api: Api, keys: dict[str, str]) -> None:
     with api.client(keys["read"]) as c:
         assert c.get("/readyz").json() == {"status": "ready", "broker": "ok", "history": "ok"}

@@ -168,7 +168,7 @@ def test_a_version_1_database_is_upgraded_in_place_keeping_its_jobs(empty_databa
     history = History(empty_database)
     try:
         with history.engine.connect() as conn:
-            assert current_version(conn) == SCHEMA_VERSION == 7
+            assert current_version(conn) == SCHEMA_VERSION == 8
             assert inspect(conn).has_table("webhook_deliveries")
             assert inspect(conn).has_table("api_keys")
             assert "ix_jobs_batch_id" in {ix["name"] for ix in inspect(conn).get_indexes("jobs")}

@@ -71,14 +71,53 @@ def test_a_follower_stops_at_a_stalled_job(service: JobService) -> None:
     assert [e.type for e in service.follow("a" * 32, idle=0.01) if e][-1] == "job.stalled"
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+def either(request: pytest.FixtureRequest, tmp_path: Path) -> JobService:
+    """The service on the in-memory store, then on the SQL history."""
+    if request.param == "memory":
+        return JobService(MemoryStore(), kv=MemoryKeyValue(), dispatcher=MemoryDispatcher())
+    from mediatasks.history import History
+
+    return JobService(History(f"sqlite:///{tmp_path / 'h.sqlite'}"), kv=MemoryKeyValue(),
+                      dispatcher=MemoryDispatcher())
+
+
 def test_a_second_job_for_an_output_in_use_is_refused_naming_the_first(
-        service: JobService) -> None:
+        either: JobService) -> None:
+    service = either
     service.submit(spec("a" * 32))
     with pytest.raises(InvalidOptions, match=f"job {'a' * 32} .queued. already writes"):
         service.submit(spec("b" * 32))
     service.submit(spec("c" * 32, output="/other.mkv"))
     service.cancel("a" * 32)
     service.submit(spec("b" * 32))  # the first has ended
+
+
+def test_the_job_writing_an_output_is_found_among_active_ones_only(either: JobService) -> None:
+    store = either.store
+    either.submit(spec("a" * 32, output="/a.mkv"))
+    either.submit(spec("b" * 32, output="/b.mkv"))
+    found = store.active_job_writing("/a.mkv")
+    assert found is not None and found.job_id == "a" * 32
+    assert store.active_job_writing("/a.mkv", other_than="a" * 32) is None
+    assert store.active_job_writing("/none.mkv") is None
+    either.step_started("b" * 32, "probe")
+    assert store.active_job_writing("/b.mkv").job_id == "b" * 32  # type: ignore[union-attr]
+    either.failed("b" * 32, "broken")
+    assert store.active_job_writing("/b.mkv") is None
+
+
+def test_the_output_lookup_goes_through_the_index_not_the_whole_table(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from mediatasks.history import History
+
+    history = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    with history.engine.connect() as conn:
+        plan = conn.execute(text(
+            "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE output = :o AND status IN "
+            "('queued', 'encoding')"), {"o": "/a.mkv"}).all()
+    assert any("USING INDEX ix_jobs_output" in str(row) for row in plan), plan
 
 
 def test_expired_work_folders_trash_and_progress_go_and_the_rest_stays(
@@ -112,6 +151,59 @@ def test_expired_work_folders_trash_and_progress_go_and_the_rest_stays(
     assert not (root / ".mediatasks-trash" / ended).exists() and (work / running).exists()
     assert swept.events == 1
     assert "chunk.progress" not in [e.type for e in service.store.events(ended)]
+
+
+def test_gc_removes_and_prints_old_webhook_rows_and_idempotency_keys(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mediatasks.history import History
+    from mediatasks.history.figures import read_figures
+    from mediatasks.history.keys import SqlKeyStore
+    from mediatasks.history.webhooks import SqlWebhookStore
+    from mediatasks.service.keys import Keys
+    from mediatasks.service.memory import MemorySender
+    from mediatasks.service.webhooks import Webhooks
+
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    history = History(url)
+    hooks = Webhooks(SqlWebhookStore(history.engine), history, sender=MemorySender())
+    service = JobService(history, kv=MemoryKeyValue(), dispatcher=MemoryDispatcher(),
+                         notifier=hooks)
+    hooks.subscribe("a" * 32, "http://127.0.0.1:9/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    service.submit(spec("a" * 32))
+    service.cancel("a" * 32)
+    for d in hooks.deliveries("a" * 32):
+        hooks.attempted(d, outcome="delivered", latency_ms=1)
+    now = datetime.now(UTC)
+    store = SqlKeyStore(history.engine)
+    for name, age in (("old", timedelta(hours=25)), ("new", timedelta(hours=1))):
+        store.claim_idempotency("k1", name, body_hash="x", job_id="a" * 32, at=now - age,
+                                since=now - timedelta(days=9))
+    env = dict(os.environ, MEDIATASKS_DATABASE_URL=url, MEDIATASKS_WORK_DIR=str(tmp_path / "w"),
+               MEDIATASKS_BROKER_URL="redis://127.0.0.1:9/0",
+               MEDIATASKS_RESULT_BACKEND="redis://127.0.0.1:9/0")
+    cli = str(Path(sys.executable).with_name("mediatasks"))
+    counted = read_figures(history.engine).webhook_attempts
+    assert counted == {"delivered": 2}
+    done = subprocess.run([cli, "gc", "--older-than-days", "0"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("removed 0 work folder(s), 0 trash folder(s), 0 progress event(s), 2 webhook "
+            "delivery(ies) (2 attempt(s)), 1 webhook subscription(s), 1 Idempotency-Key(s)"
+            ) in " ".join(done.stdout.split())
+    again = subprocess.run([cli, "gc", "--older-than-days", "0", "--json"], capture_output=True,
+                           text=True, env=env, timeout=120)
+    counts = json.loads(again.stdout)
+    assert [counts[k] for k in ("webhook_deliveries", "webhook_attempts",
+                                "webhook_subscriptions", "idempotency_keys")] == [0, 0, 0, 0]
+    assert read_figures(history.engine).webhook_attempts == counted  # a counter never drops
+    # Within the window the key still returns its job; the expired one names a new request.
+    keys = Keys(store)
+    assert store.claim_idempotency("k1", "new", body_hash="x", job_id="z" * 32, at=now,
+                                   since=now - timedelta(hours=24)) == ("x", "a" * 32)
+    assert keys.expire(hours=24) == 0
+    assert store.claim_idempotency("k1", "old", body_hash="y", job_id="z" * 32, at=now,
+                                   since=now - timedelta(hours=24)) is None
 
 
 def test_a_job_whose_broker_lost_every_message_is_found_stalled_and_ends_frame_exact(

@@ -31,11 +31,9 @@ from mediatasks.service.memory import (
     MemoryWebhookStore,
 )
 from mediatasks.service.records import Event
-from mediatasks.service.webhooks import (
-    LOST_AFTER,
+from mediatasks.service.webhook_messages import (
     Delivery,
     Subscription,
-    Webhooks,
     backoff,
     check_secret,
     check_url,
@@ -44,6 +42,7 @@ from mediatasks.service.webhooks import (
     progress_due,
     sign,
 )
+from mediatasks.service.webhooks import LOST_AFTER, Webhooks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 MEDIATASKS = str(Path(sys.executable).with_name("mediatasks"))
@@ -256,6 +255,67 @@ def test_relays_racing_on_one_subscription_never_write_a_message_twice(parts: Pa
     assert [d.type for d in stored][-1] == "job.succeeded"
 
 
+class CountingStore:
+    """The job store as the relay sees it, counting the events each read hands out."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.reads: list[int] = []
+
+    def events(self, key: str, *, after: int = 0, limit: int = 10000) -> list[Event]:
+        found: list[Event] = self.store.events(key, after=after, limit=limit)
+        self.reads.append(len(found))
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_relay_reads_only_the_events_after_its_cursor_and_sends_what_the_whole_log_says(
+        parts: Parts) -> None:
+    counting = CountingStore(parts.store)
+    parts.hooks.jobs = counting
+    s = spec()
+    parts.hooks.subscribe(s.job_id, "http://127.0.0.1:9/hook", SECRET)
+    run_to_end(parts, s, [(i % 2, i // 2) for i in range(2, 82)])
+    log = parts.store.events(s.job_id, limit=10**7)
+    assert len(log) >= 90
+    # One relay per event, each reading that event alone: the log was read once in all.
+    assert max(counting.reads) == 1 and sum(counting.reads) == len(log)
+    # The messages are those a relay over the whole log makes.
+    whole, _, _ = map_job_events(
+        Subscription(key=s.job_id, url="http://127.0.0.1:9/hook", secret=SECRET,
+                     created_at=log[0].at), log, parts.store.get(s.job_id), step=10, every=30)
+    stored = parts.hooks.deliveries(s.job_id)
+    assert [d.id for d in stored] == [d.id for d in whole]
+    progress = [json.loads(d.payload)["data"] for d in stored if d.type == "job.progress"]
+    assert [p["progress"] for p in progress] == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert progress[-1]["frames_done"] == 100
+
+
+def test_a_subscription_without_relay_state_rebuilds_it_from_the_log_once(parts: Parts) -> None:
+    s = spec()
+    parts.hooks.subscribe(s.job_id, "http://127.0.0.1:9/hook", SECRET)
+    parts.service.submit(s)
+    parts.service.planned(s, chunks=2, frames=100, queue="cpu")
+    parts.service.chunk_progress(s.job_id, 0, frames=35, total=50, fps=10)
+    # As a subscription written before the state was kept (schema v7) reads back.
+    if isinstance(parts.hooks_store, MemoryWebhookStore):
+        sub = parts.hooks_store.subscriptions[s.job_id]
+        parts.hooks_store.subscriptions[s.job_id] = sub.model_copy(update={"state": None})
+    else:
+        from mediatasks.history.schema import webhook_subscriptions
+
+        with parts.store.engine.begin() as conn:
+            conn.execute(webhook_subscriptions.update().values(state=None))
+    parts.service._last_progress.clear()
+    parts.service.chunk_progress(s.job_id, 1, frames=7, total=50, fps=10)
+    last = parts.data(s.job_id)[-1]["data"]
+    assert (last["progress"], last["frames_done"], last["frames"]) == (42, 42, 100)
+    state = parts.hooks_store.subscription(s.job_id).state
+    assert state is not None and state.chunks == {0: 35, 1: 7} and state.frames == 100
+
+
 def test_a_broken_webhook_store_never_fails_a_job() -> None:
     store = MemoryStore()
 
@@ -373,6 +433,45 @@ def test_the_upkeep_relays_what_was_missed_and_sends_lost_deliveries_again(parts
     parts.sender.sent.clear()
     assert [d.type for d in parts.hooks.catch_up()] == ["job.queued"]
     assert [(i, a) for i, a, _, _ in parts.sender.sent] == [(sent[0].id, 0)]
+
+
+def test_expiry_removes_old_finished_deliveries_and_ended_subscriptions_never_a_pending_one(
+        parts: Parts) -> None:
+    ended, live, batch = spec("1" * 32), spec("2" * 32), "b" * 32
+    in_batch = [spec("3" * 32, batch_id=batch), spec("4" * 32, batch_id=batch)]
+    for key in (ended.job_id, live.job_id, batch, "9" * 32):  # the last names no job
+        parts.hooks.subscribe(key, "http://127.0.0.1:9/hook", SECRET)
+    for s in (ended, live, *in_batch):
+        parts.service.submit(s)
+    parts.service.cancel(ended.job_id)
+    for s in in_batch:
+        parts.service.failed(s.job_id, "broken")
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    for d in parts.hooks.deliveries(ended.job_id):  # delivered after a 500 first
+        parts.hooks.attempted(d, outcome="http_error", status_code=500, latency_ms=1)
+        parts.hooks.attempted(parts.hooks.delivery(d.id), outcome="delivered", latency_ms=1)
+    [finished] = parts.hooks.deliveries(batch)
+    parts.hooks.attempted(finished, outcome="timeout", latency_ms=1, until=past)  # failed
+    assert parts.hooks.delivery(finished.id).status == "failed"
+    assert parts.hooks.expire(86400) == (0, 0, 0)  # nothing is a day old yet
+    parts.hooks.clock = lambda: datetime.now(UTC) + timedelta(days=2)
+    assert parts.hooks.expire(86400) == (3, 5, 3)
+    # The live job's delivery was never tried: pending, it stays, and so does its subscription.
+    assert [d.status for d in parts.hooks.deliveries(live.job_id)] == ["pending"]
+    assert parts.hooks_store.subscription(live.job_id) is not None
+    for gone in (ended.job_id, batch, "9" * 32):
+        assert parts.hooks_store.subscription(gone) is None
+    assert parts.hooks.deliveries(ended.job_id) == [] and parts.hooks.deliveries(batch) == []
+    assert parts.hooks.expire(86400) == (0, 0, 0)
+    # Once it was delivered it goes too, and the subscription of the job (still queued) stays.
+    [pending] = parts.hooks.deliveries(live.job_id)
+    later = datetime.now(UTC) + timedelta(days=3)
+    parts.hooks.clock = lambda: later
+    parts.hooks.attempted(pending, outcome="delivered", latency_ms=1)
+    assert parts.hooks.expire(86400) == (0, 0, 0)  # tried just now
+    parts.hooks.clock = lambda: later + timedelta(days=1, seconds=1)
+    assert parts.hooks.expire(86400) == (1, 1, 0)
+    assert parts.hooks_store.subscription(live.job_id) is not None
 
 
 def test_urls_and_secrets_are_checked_with_one_line_that_names_the_fix() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from mediatasks.api.auth import ReadKey, SubmitKey, context
-from mediatasks.service.webhooks import Delivery
+from mediatasks.service.webhook_messages import Delivery
 
 router = APIRouter(tags=["webhooks"])
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from mediatasks.api.auth import ReadKey, SubmitKey, context
+from mediatasks.api.auth import Context, ReadKey, SubmitKey, context
 from mediatasks.api.jobs import at, subscribe
 from mediatasks.api.metrics import render_metrics
 from mediatasks.api.schemas import BatchIn, ProbeIn, job_json
-from mediatasks.errors import BrokerUnavailable, InvalidPolicy
+from mediatasks.errors import BrokerUnavailable, InvalidOptions, InvalidPolicy
 from mediatasks.service import batches, trust
 from mediatasks.service.reads import JobNotFound
+from mediatasks.service.records import ApiKey, JobRecord
 
 log = logging.getLogger("mediatasks.api")
 router = APIRouter()
@@ -24,7 +26,8 @@ router = APIRouter()
 
 @router.post("/v1/batches", status_code=202, tags=["batches"],
              summary="Apply a policy to files and folders: one job per file that needs one")
-def submit_batch(body: BatchIn, request: Request, key: SubmitKey
+def submit_batch(body: BatchIn, request: Request, response: Response, key: SubmitKey,
+                 idempotency_key: Annotated[str | None, Header(max_length=255)] = None
                  ) -> dict[str, Any]:
     from mediatasks.policy import Policy
 
@@ -48,17 +51,57 @@ def submit_batch(body: BatchIn, request: Request, key: SubmitKey
     if backup is not None:
         trust.check_client_path(str(backup), roots, field="policy.source.backup_dir")
     batch_id = batches.new_batch_id()
-    with at("inputs"):
-        prepared = batches.prepare(inputs, policy, batch_id=batch_id, output_dir=output_dir,
-                                   settings=ctx.settings, on_error=body.on_error,
-                                   chunk_seconds=body.chunk_seconds, hold=body.hold)
-    if any(p.error for p in prepared) and body.on_error == "stop":
-        results = batches.initial_results(prepared, stopped=True)
-    else:
-        for sub_key in [batch_id] + [p.plan.spec.job_id for p in prepared if p.plan is not None]:
-            subscribe(ctx, sub_key, body.webhook_url, key)
-        results = batches.submit(prepared, ctx.service)
-    return batches.overall(batch_id, results).model_dump(mode="json")
+    if idempotency_key is not None:
+        earlier = ctx.keys.claim(key, idempotency_key, body.model_dump(mode="json"), batch_id,
+                                 hours=ctx.settings.api_idempotency_hours)
+        if earlier is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return _await_answer(ctx, key, idempotency_key)
+    try:
+        with at("inputs"):
+            prepared = batches.prepare(inputs, policy, batch_id=batch_id, output_dir=output_dir,
+                                       settings=ctx.settings, on_error=body.on_error,
+                                       chunk_seconds=body.chunk_seconds, hold=body.hold)
+        if any(p.error for p in prepared) and body.on_error == "stop":
+            results = batches.initial_results(prepared, stopped=True)
+        else:
+            for sub_key in [batch_id] + [p.plan.spec.job_id for p in prepared
+                                         if p.plan is not None]:
+                subscribe(ctx, sub_key, body.webhook_url, key)
+            results = batches.submit(prepared, ctx.service)
+        answer: dict[str, Any] = batches.overall(batch_id, results).model_dump(mode="json")
+        if idempotency_key is not None:
+            ctx.keys.keep(key, idempotency_key, batch_id, answer)
+    except BaseException:
+        if idempotency_key is not None:
+            recorded = ctx.service.batch(batch_id)
+            if not recorded:  # nothing was made: the key may be sent again for a new batch
+                ctx.keys.release(key, idempotency_key, batch_id)
+            else:  # cut short after some of its jobs were made: the key gives those
+                ctx.keys.keep(key, idempotency_key, batch_id, _recorded_answer(batch_id, recorded))
+        raise
+    return answer
+
+
+def _recorded_answer(batch_id: str, records: list[JobRecord]) -> dict[str, Any]:
+    files = [batches.FileResult(source=r.input, job_id=r.job_id, output=r.output, error=r.error,
+                                status="failed" if r.status == "failed" else "queued")
+             for r in records]
+    return batches.overall(batch_id, files).model_dump(mode="json")
+
+
+def _await_answer(ctx: Context, key: ApiKey, idem_key: str) -> dict[str, Any]:
+    """The answer an earlier request with the same Idempotency-Key gave (it may still be
+    probing its files)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = ctx.keys.kept(key, idem_key)
+        if isinstance(found, dict):
+            return found
+        if time.monotonic() > deadline:
+            raise InvalidOptions("the request with this Idempotency-Key is still being "
+                                 "handled", hint="send it again in a moment")
+        time.sleep(0.05)
 
 
 @router.get("/v1/batches/{batch_id}", tags=["batches"], summary="A batch's state and its jobs")

@@ -132,7 +132,7 @@ def submit(
     """Check SOURCE, then hand the job to the cluster's workers (MEDIATASKS_BROKER_URL). With
     --policy, one job per media file of the SOURCES, as one batch."""
     if webhook_url is not None:
-        from mediatasks.service.webhooks import check_secret, check_url
+        from mediatasks.service.webhook_messages import check_secret, check_url
 
         check_url(webhook_url)
         check_secret(get_settings().webhook_secret)

@@ -238,8 +238,12 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Send stalled jobs again, and remove what has expired: work folders of ended jobs, the
-    library trash, old progress events. Workers also do this every MEDIATASKS_UPKEEP_INTERVAL
-    seconds."""
+    library trash, old progress events, webhook deliveries and subscriptions, the API's
+    Idempotency-Keys. Workers also do this every MEDIATASKS_UPKEEP_INTERVAL seconds."""
+    from mediatasks.cluster.app import app
+    from mediatasks.cluster.services import open_history, webhooks_for
+    from mediatasks.history.keys import SqlKeyStore
+    from mediatasks.service.keys import Keys
     from mediatasks.service.upkeep import collect_garbage, find_stalled
 
     settings = get_settings()
@@ -248,11 +252,16 @@ def gc(
                                               retries=settings.stall_retries)
     days = settings.gc_after_days if older_than_days is None else older_than_days
     swept = collect_garbage(service, work_dir=settings.work_dir, older_than=days * 86400,
-                            dry_run=dry_run)
+                            dry_run=dry_run, webhooks=webhooks_for(app, settings.database_url),
+                            keys=Keys(SqlKeyStore(open_history(settings.database_url).engine)),
+                            idempotency_hours=settings.api_idempotency_hours)
     if as_json:
         print(json.dumps({"stalled": stalled, "work_dirs": [str(p) for p in swept.work_dirs],
                           "trash_dirs": [str(p) for p in swept.trash_dirs],
-                          "events": swept.events, "dry_run": dry_run}))
+                          "events": swept.events, "webhook_deliveries": swept.deliveries,
+                          "webhook_attempts": swept.attempts,
+                          "webhook_subscriptions": swept.subscriptions,
+                          "idempotency_keys": swept.idempotency_keys, "dry_run": dry_run}))
         return
     verb = "would remove" if dry_run else "removed"
     for job_id in stalled:
@@ -260,7 +269,10 @@ def gc(
     for p in swept.work_dirs + swept.trash_dirs:
         out.print(f"{verb:<9} {p}/", markup=False, highlight=False)
     out.print(f"{len(stalled)} stalled job(s); {verb} {len(swept.work_dirs)} work folder(s), "
-              f"{len(swept.trash_dirs)} trash folder(s), {swept.events} progress event(s)")
+              f"{len(swept.trash_dirs)} trash folder(s), {swept.events} progress event(s), "
+              f"{swept.deliveries} webhook delivery(ies) ({swept.attempts} attempt(s)), "
+              f"{swept.subscriptions} webhook subscription(s), {swept.idempotency_keys} "
+              "Idempotency-Key(s)", markup=False, highlight=False)
 
 
 def worker(

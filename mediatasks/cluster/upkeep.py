@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def upkeep_once(app: Any) -> None:
-    from mediatasks.cluster.services import service_for
+    from mediatasks.cluster.services import open_history, service_for, webhooks_for
+    from mediatasks.history.keys import SqlKeyStore
+    from mediatasks.service.keys import Keys
     from mediatasks.service.upkeep import collect_garbage, find_stalled
 
     settings = get_settings()
@@ -24,19 +26,21 @@ def upkeep_once(app: Any) -> None:
     stalled = find_stalled(service, quiet_for=settings.stall_after, retries=settings.stall_retries)
     if stalled:
         log.warning("stalled jobs found and handled: %s", ", ".join(stalled))
+    webhooks = webhooks_for(app, settings.database_url)
     try:
-        from mediatasks.cluster.services import webhooks_for
-
-        resent = webhooks_for(app, settings.database_url).catch_up()
+        resent = webhooks.catch_up()
         if resent:
             log.warning("webhooks caught up: %d delivery(ies) sent", len(resent))
     except Exception:
         log.exception("webhooks not caught up")
+    keys = Keys(SqlKeyStore(open_history(settings.database_url).engine))
     swept = collect_garbage(service, work_dir=settings.work_dir,
-                            older_than=settings.gc_after_days * 86400)
-    if swept.work_dirs or swept.trash_dirs:
-        log.warning("expired: %d work folder(s), %d trash folder(s)", len(swept.work_dirs),
-                    len(swept.trash_dirs))
+                            older_than=settings.gc_after_days * 86400, webhooks=webhooks,
+                            keys=keys, idempotency_hours=settings.api_idempotency_hours)
+    if swept.work_dirs or swept.trash_dirs or swept.deliveries or swept.subscriptions:
+        log.warning("expired: %d work folder(s), %d trash folder(s), %d webhook delivery(ies), "
+                    "%d webhook subscription(s)", len(swept.work_dirs), len(swept.trash_dirs),
+                    swept.deliveries, swept.subscriptions)
 
 
 class Upkeep(bootsteps.StartStopStep):  # type: ignore[misc]

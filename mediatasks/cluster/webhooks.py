@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from mediatasks.cluster.dispatch import CeleryDispatcher
-from mediatasks.service.webhooks import Outcome
+from mediatasks.service.webhook_messages import Outcome
 
 log = logging.getLogger(__name__)
 

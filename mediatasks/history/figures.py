@@ -13,7 +13,8 @@ What each query reads, so that a scrape stays cheap on a big history:
   last ``window`` (an hour by default), read through the indexes on ``finished_at`` and bucketed
   here: a duration is worked out row by row, too slow for every row of a big history at every
   scrape;
-- webhooks: attempts by outcome and deliveries by status.
+- webhooks: attempts by outcome (with those expiry removed, so it only grows) and deliveries by
+  status.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from typing import Any
 from sqlalchemy import Table, case, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from mediatasks.history.schema import jobs, tasks, webhook_attempts, webhook_deliveries
+from mediatasks.history.schema import (
+    jobs,
+    tasks,
+    webhook_attempts,
+    webhook_attempts_expired,
+    webhook_deliveries,
+)
 from mediatasks.service.lifecycle import STATUSES, TERMINAL
 
 WINDOW = timedelta(hours=1)
@@ -125,6 +132,9 @@ def read_figures(engine: Engine, *, window: timedelta = WINDOW,
         chunk_seconds = _histogram([_took(r) for r in chunks], CHUNK_BUCKETS)
 
         attempts = _by(conn, webhook_attempts, "outcome")
+        x = webhook_attempts_expired
+        for outcome, n in conn.execute(select(x.c.outcome, x.c.attempts)):
+            attempts[str(outcome)] = attempts.get(str(outcome), 0) + int(n)
         deliveries = _by(conn, webhook_deliveries, "status")
     return Figures(jobs_by_state=by_state, job_seconds=job_seconds, frames_encoded=int(frames),
                    bytes_in=int(size_in), bytes_out=int(size_out), retries=int(retries or 0),

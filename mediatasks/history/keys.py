@@ -76,6 +76,25 @@ class SqlKeyStore:
                 continue
         raise RuntimeError(f"Idempotency-Key {idem_key[:80]!r} keeps changing")
 
+    def keep_response(self, key_id: str, idem_key: str, *, job_id: str, response: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(idempotency_keys.update().where(idempotency_keys.c.key_id == key_id)
+                         .where(idempotency_keys.c.idem_key == idem_key)
+                         .where(idempotency_keys.c.job_id == job_id).values(response=response))
+
+    def kept_response(self, key_id: str, idem_key: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(idempotency_keys.c.response)
+                                 .where(idempotency_keys.c.key_id == key_id)
+                                 .where(idempotency_keys.c.idem_key == idem_key)).scalar()
+        return None if value is None else str(value)
+
+    def prune_idempotency(self, *, before: datetime) -> int:
+        with self.engine.begin() as conn:
+            done = conn.execute(delete(idempotency_keys)
+                                .where(idempotency_keys.c.created_at < before))
+        return int(done.rowcount or 0)
+
     def release_idempotency(self, key_id: str, idem_key: str, *, job_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(idempotency_keys).where(idempotency_keys.c.key_id == key_id)

@@ -18,6 +18,11 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
     v6  webhook_subscriptions, webhook_deliveries, webhook_attempts: the webhook outbox
     v7  api_keys (hashed keys of the HTTP API, their scopes and webhook defaults);
         idempotency_keys (an Idempotency-Key and the job it created)
+    v8  webhook_subscriptions.state: what the relay keeps of the events it read (JSON);
+        idempotency_keys.response: the answer a batch's Idempotency-Key returns again;
+        webhook_attempts_expired: attempts removed by expiry, by outcome (the metric counts on);
+        indexes on jobs.output (the submit's check for a job writing the same output),
+        idempotency_keys.created_at and webhook_deliveries.created_at (their expiry)
 """
 
 from __future__ import annotations
@@ -154,6 +159,7 @@ webhook_subscriptions = Table(
     Column("progress_pct", Integer),
     Column("progress_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("state", Text),  # v8: RelayState as JSON
 )
 
 webhook_deliveries = Table(
@@ -198,7 +204,8 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
-# An Idempotency-Key of one API key, the hash of the body it came with and the job it made (v7).
+# An Idempotency-Key of one API key, the hash of the body it came with and the job it made (v7),
+# or for POST /v1/batches the batch's id and (v8) the answer it gave, as JSON.
 idempotency_keys = Table(
     "idempotency_keys", metadata,
     Column("key_id", String(32), nullable=False),
@@ -206,7 +213,24 @@ idempotency_keys = Table(
     Column("body_hash", String(64), nullable=False),
     Column("job_id", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("response", Text),  # v8
     UniqueConstraint("key_id", "idem_key", name="uq_idempotency_key"),
+)
+
+# v8: how many attempts expiry removed, by outcome: mediatasks_webhook_attempts_total adds them,
+# so the counter never goes down.
+webhook_attempts_expired = Table(
+    "webhook_attempts_expired", metadata,
+    Column("outcome", String(16), primary_key=True),
+    Column("attempts", BigInteger, nullable=False),
+)
+
+# v8: submit looks up the job writing an output (a hash index on PostgreSQL: a path may be
+# longer than a B-tree entry allows); the upkeep expires old Idempotency-Keys and deliveries.
+_v8_indexes = (
+    Index("ix_jobs_output", jobs.c.output, postgresql_using="hash"),
+    Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at),
+    Index("ix_webhook_deliveries_created_at", webhook_deliveries.c.created_at),
 )
 
 
@@ -266,8 +290,20 @@ def _api_keys(conn: Connection) -> None:
     metadata.create_all(conn, tables=[api_keys, idempotency_keys])  # checks first
 
 
+def _relay_state_and_lookups(conn: Connection) -> None:
+    """The webhook relay's state; a batch's answer kept for its Idempotency-Key; indexes for
+    submit's output check and for expiry."""
+    if "state" not in {c["name"] for c in inspect(conn).get_columns("webhook_subscriptions")}:
+        conn.execute(text("ALTER TABLE webhook_subscriptions ADD COLUMN state TEXT"))
+    if "response" not in {c["name"] for c in inspect(conn).get_columns("idempotency_keys")}:
+        conn.execute(text("ALTER TABLE idempotency_keys ADD COLUMN response TEXT"))
+    for index in _v8_indexes:
+        index.create(conn, checkfirst=True)
+    metadata.create_all(conn, tables=[webhook_attempts_expired])  # checks first
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _task_logs, _webhooks,
-                                                  _api_keys]
+                                                  _api_keys, _relay_state_and_lookups]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

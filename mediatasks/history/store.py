@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from mediatasks.history.schema import events, jobs, migrate, operations, tasks
 from mediatasks.library.oplog import Operation as Operation
 from mediatasks.models import JobSpec
-from mediatasks.service.lifecycle import TERMINAL
+from mediatasks.service.lifecycle import ACTIVE, TERMINAL
 from mediatasks.service.records import Event, JobRecord, TaskRecord
 
 __all__ = ["TERMINAL", "Event", "History", "JobRecord", "Operation", "TaskRecord"]
@@ -238,6 +238,17 @@ class History:
         query = select(jobs).where(jobs.c.batch_id == batch_id).order_by(jobs.c.created_at, jobs.c.id)
         with self.engine.connect() as conn:
             return [self._job(row, []) for row in conn.execute(query)]
+
+    def active_job_writing(self, output: str, *, other_than: str | None = None
+                           ) -> JobRecord | None:
+        """A job not yet ended that writes ``output`` (through ix_jobs_output)."""
+        query = (select(jobs).where(jobs.c.output == output)
+                 .where(jobs.c.status.in_(sorted(ACTIVE))).order_by(jobs.c.created_at).limit(1))
+        if other_than is not None:
+            query = query.where(jobs.c.id != other_than)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return self._job(row, []) if row is not None else None
 
     def operations(self, job_or_batch_id: str) -> list[Operation]:
         """The operations of a job, or of a batch (recorded with its id, or by one of its jobs), by id."""

@@ -19,7 +19,6 @@ from mediatasks.library import UndoReport
 from mediatasks.models import JobResult, JobSpec
 from mediatasks.service import trust
 from mediatasks.service.lifecycle import (
-    ACTIVE,
     LABELS,
     STEP_STATUS,
     TERMINAL,
@@ -62,12 +61,12 @@ class JobService(JobReader):
         library job's path is the library's to share out: its on_exists decides)."""
         if spec.placement is not None:
             return
-        for other in self.store.list_jobs(statuses=ACTIVE, limit=100000):
-            if other.output == spec.output and other.job_id != spec.job_id:
-                raise InvalidOptions(
-                    f"job {other.job_id} ({LABELS.get(other.status, other.status)}) already "
-                    "writes this output", path=spec.output,
-                    hint=f"wait for it to end, or 'mediatasks cancel {other.job_id}'")
+        other = self.store.active_job_writing(spec.output, other_than=spec.job_id)
+        if other is not None:
+            raise InvalidOptions(
+                f"job {other.job_id} ({LABELS.get(other.status, other.status)}) already "
+                "writes this output", path=spec.output,
+                hint=f"wait for it to end, or 'mediatasks cancel {other.job_id}'")
 
     def planned(self, spec: JobSpec, *, chunks: int, frames: int, queue: str,
                 warnings: tuple[str, ...] | list[str] = (), duration: float | None = None) -> str:

@@ -139,8 +139,8 @@ class Keys:
 
     def claim(self, key: ApiKey, idem_key: str, body: Any, job_id: str, *, hours: float
               ) -> str | None:
-        """Claim ``idem_key`` for a new job ``job_id``; returns the earlier job's id when the
-        same key came with the same body within ``hours``, None when the claim is new.
+        """Claim ``idem_key`` for a new job (or batch) ``job_id``; returns the earlier one's id
+        when the same key came with the same body within ``hours``, None when the claim is new.
 
         Raises:
             IdempotencyConflict: the same key came with another body.
@@ -163,3 +163,18 @@ class Keys:
 
     def release(self, key: ApiKey, idem_key: str, job_id: str) -> None:
         self.store.release_idempotency(key.id, idem_key, job_id=job_id)
+
+    def keep(self, key: ApiKey, idem_key: str, job_id: str, response: Any) -> None:
+        """Keep the answer to the request that claimed ``idem_key`` for ``job_id``."""
+        self.store.keep_response(key.id, idem_key, job_id=job_id,
+                                 response=json.dumps(response, default=str))
+
+    def kept(self, key: ApiKey, idem_key: str) -> Any | None:
+        """The answer kept for ``idem_key`` (None: none yet, its request is still running)."""
+        found = self.store.kept_response(key.id, idem_key)
+        return None if found is None else json.loads(found)
+
+    def expire(self, *, hours: float) -> int:
+        """Remove the Idempotency-Keys older than ``hours`` (the window in which a key
+        returns its first request); returns how many."""
+        return self.store.prune_idempotency(before=self.now() - timedelta(hours=hours))

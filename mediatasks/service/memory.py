@@ -11,7 +11,7 @@ from typing import Any
 
 from mediatasks.models import JobSpec
 from mediatasks.service.records import Event, JobRecord
-from mediatasks.service.webhooks import Attempt, Delivery, Subscription
+from mediatasks.service.webhook_messages import Attempt, Delivery, RelayState, Subscription
 
 _FIELDS = {"chunks", "frames_in", "frames_out", "size_out", "chunks_reused", "error", "started_at",
            "finished_at", "settings", "note", "output", "result_id"}
@@ -59,6 +59,15 @@ class MemoryStore:
 
     def jobs_in_batch(self, batch_id: str) -> list[JobRecord]:
         return [self._record(r) for r in self.jobs.values() if r["batch_id"] == batch_id]
+
+    def active_job_writing(self, output: str, *, other_than: str | None = None
+                           ) -> JobRecord | None:
+        from mediatasks.service.lifecycle import ACTIVE
+
+        for row in self.jobs.values():
+            if row["output"] == output and row["status"] in ACTIVE and row["job_id"] != other_than:
+                return self._record(row)
+        return None
 
     def transition(self, job_id: str, *, current: str, new: str, event: str,
                    data: dict[str, Any], fields: dict[str, Any]) -> Event | None:
@@ -154,7 +163,8 @@ class MemoryWebhookStore:
         return self.subscriptions.get(key)
 
     def advance(self, key: str, *, cursor_was: int, cursor: int, progress_pct: int | None,
-                progress_at: datetime | None, deliveries: Sequence[Delivery]) -> bool:
+                progress_at: datetime | None, state: RelayState,
+                deliveries: Sequence[Delivery]) -> bool:
         with self._lock:
             sub = self.subscriptions.get(key)
             if sub is None or sub.cursor != cursor_was:
@@ -162,7 +172,8 @@ class MemoryWebhookStore:
             if any(d.id in self.rows for d in deliveries):
                 raise ValueError("duplicate delivery id")  # the SQL primary key refuses it too
             self.subscriptions[key] = sub.model_copy(update={
-                "cursor": cursor, "progress_pct": progress_pct, "progress_at": progress_at})
+                "cursor": cursor, "progress_pct": progress_pct, "progress_at": progress_at,
+                "state": state.model_copy(deep=True)})
             self.rows.update((d.id, d) for d in deliveries)
             return True
 
@@ -198,6 +209,34 @@ class MemoryWebhookStore:
     def due(self, before: datetime, limit: int = 1000) -> list[Delivery]:
         return [self._full(d) for d in self.rows.values() if d.status == "pending"
                 and d.next_attempt_at is not None and d.next_attempt_at < before][:limit]
+
+    def prune_deliveries(self, *, before: datetime) -> tuple[int, int]:
+        with self._lock:
+            old = [d.id for d in self.rows.values() if d.status != "pending"
+                   and d.created_at < before
+                   and (d.last_attempt_at is None or d.last_attempt_at < before)]
+            attempts = sum(len(self.attempts.pop(i, [])) for i in old)
+            for i in old:
+                del self.rows[i]
+        return len(old), attempts
+
+    def prune_subscriptions(self, *, ended_before: datetime) -> int:
+        from mediatasks.service.lifecycle import TERMINAL
+
+        def ended(key: str, created_at: datetime) -> bool:
+            rows = [r for r in self.jobs.jobs.values() if key in (r["job_id"], r["batch_id"])]
+            if not rows:
+                return created_at < ended_before
+            return all(r["status"] in TERMINAL and r["finished_at"] is not None
+                       and r["finished_at"] < ended_before for r in rows)
+
+        with self._lock:
+            busy = {d.key for d in self.rows.values()}
+            gone = [k for k, s in self.subscriptions.items()
+                    if k not in busy and ended(k, s.created_at)]
+            for k in gone:
+                del self.subscriptions[k]
+        return len(gone)
 
 
 class MemorySender:

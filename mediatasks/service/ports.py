@@ -28,6 +28,12 @@ class JobStore(Protocol):
 
     def jobs_in_batch(self, batch_id: str) -> list[JobRecord]: ...
 
+    def active_job_writing(self, output: str, *, other_than: str | None = None
+                           ) -> JobRecord | None:
+        """A job that has not ended and writes ``output`` (but ``other_than``), if one does:
+        an indexed lookup, whatever the length of the queue."""
+        ...
+
     def transition(self, job_id: str, *, current: str, new: str, event: str,
                    data: dict[str, Any], fields: dict[str, Any]) -> Event | None:
         """Move the job from ``current`` to ``new`` and append ``event``, in one transaction; None
@@ -120,6 +126,18 @@ class KeyStore(Protocol):
 
     def release_idempotency(self, key_id: str, idem_key: str, *, job_id: str) -> None:
         """Forget a claim whose job could not be created."""
+        ...
+
+    def keep_response(self, key_id: str, idem_key: str, *, job_id: str, response: str) -> None:
+        """Keep the answer the claim of ``job_id`` (a batch id) gave, to give it again."""
+        ...
+
+    def kept_response(self, key_id: str, idem_key: str) -> str | None:
+        """The answer kept for ``idem_key``; None when none is kept (yet)."""
+        ...
+
+    def prune_idempotency(self, *, before: datetime) -> int:
+        """Remove the Idempotency-Keys recorded before ``before``; returns how many."""
         ...
 
 

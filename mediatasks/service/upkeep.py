@@ -1,5 +1,6 @@
 """Nothing hangs and nothing grows forever: jobs whose work was lost are found and sent again,
-and the work folders, library trash and progress events of old jobs expire."""
+and the work folders, library trash and progress events of old jobs expire, with old webhook
+deliveries and subscriptions and the API's old Idempotency-Keys."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 from mediatasks.errors import MediatasksError
 from mediatasks.library import TRASH_DIR_NAME
 from mediatasks.service.jobs import JobService
+from mediatasks.service.keys import Keys
 from mediatasks.service.lifecycle import SETTLED, TERMINAL, WORKING
+from mediatasks.service.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +71,23 @@ class Swept:
     work_dirs: list[Path] = field(default_factory=list)
     trash_dirs: list[Path] = field(default_factory=list)
     events: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+    subscriptions: int = 0
+    idempotency_keys: int = 0
 
 
 def collect_garbage(service: JobService, *, work_dir: Path, older_than: float,
-                    is_abandoned: object = None, dry_run: bool = False) -> Swept:
+                    is_abandoned: object = None, dry_run: bool = False,
+                    webhooks: Webhooks | None = None, keys: Keys | None = None,
+                    idempotency_hours: float = 24.0) -> Swept:
     """Remove what nobody will use again, once it is ``older_than`` seconds old: the work
     folders of jobs that ended (a failed job's verified chunks wait that long for a retry) or
     that the history does not know, the library trash of replaced files (undo cannot bring
-    those back afterwards), and the progress events of jobs that ended.
+    those back afterwards), the progress events of jobs that ended, and (given ``webhooks``)
+    webhook deliveries delivered or failed with their attempts and the subscriptions of jobs
+    and batches that ended; (given ``keys``) Idempotency-Keys ``idempotency_hours`` old. A dry
+    run lists the folders only: rows are counted as they are removed.
     """
     swept = Swept()
     cutoff = time.time() - older_than
@@ -104,6 +116,10 @@ def collect_garbage(service: JobService, *, work_dir: Path, older_than: float,
             shutil.rmtree(d, ignore_errors=True)
         swept.events = service.store.prune_events(
             before=datetime.now(UTC) - timedelta(seconds=older_than), types=("chunk.progress",))
+        if webhooks is not None:
+            swept.deliveries, swept.attempts, swept.subscriptions = webhooks.expire(older_than)
+        if keys is not None:
+            swept.idempotency_keys = keys.expire(hours=idempotency_hours)
     return swept
 
 

@@ -20,88 +20,35 @@ backoff until ``retry_for`` seconds have passed. The job never waits for any of 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict
-from standardwebhooks import Webhook
+from typing import Protocol
 
 from mediatasks.errors import InvalidOptions
-from mediatasks.service.lifecycle import TERMINAL, batch_status
 from mediatasks.service.ports import JobStore
 from mediatasks.service.reads import JobNotFound
-from mediatasks.service.records import Event, JobRecord
+from mediatasks.service.records import Event
+from mediatasks.service.webhook_messages import (
+    BACKOFF_MAX,
+    Attempt,
+    Delivery,
+    Outcome,
+    RelayState,
+    Subscription,
+    check_secret,
+    check_url,
+    map_batch_events,
+    map_job_events,
+    next_status,
+    sign,
+)
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["delivered", "http_error", "timeout", "connection_error"]
 # A pending delivery whose next attempt is this far past was lost (a worker died with its
 # message, a broker that forgot it): the upkeep sends it again.
 LOST_AFTER = 300.0
-BACKOFF_MAX = 3600.0
-
-_TYPES = {"job.queued": "job.queued", "job.encoding": "job.started",
-          "job.awaiting_approval": "job.awaiting_approval", "job.succeeded": "job.succeeded",
-          "job.kept": "job.succeeded", "job.failed": "job.failed",
-          "job.cancelled": "job.cancelled", "job.rejected": "job.cancelled"}
-_PROGRESS = {"job.planned", "chunk.progress", "chunk.finished"}
-# The summary of a job's end that a receiver may want (job.succeeded's event data).
-_SUMMARY = ("frames_in", "frames_out", "duration", "size_in", "size_out", "bitrate", "saved_percent",
-            "encode_fps", "chunks", "chunks_reused", "warnings", "outcome", "note")
-
-
-class Subscription(BaseModel):
-    """Where the webhooks of a job or a batch go, and how far its relay has read the log."""
-
-    model_config = ConfigDict(frozen=True)
-
-    key: str
-    url: str
-    secret: str
-    key_id: str | None = None
-    cursor: int = 0
-    progress_pct: int | None = None
-    progress_at: datetime | None = None
-    created_at: datetime
-
-
-class Attempt(BaseModel):
-    """One try to deliver a message."""
-
-    model_config = ConfigDict(frozen=True)
-
-    n: int
-    at: datetime
-    status_code: int | None = None
-    latency_ms: float
-    error: str | None = None
-    outcome: Outcome
-
-
-class Delivery(BaseModel):
-    """One webhook message to one URL; ``id`` is its Standard Webhooks message id."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    key: str
-    job_id: str | None
-    type: str
-    url: str
-    payload: str
-    status: Literal["pending", "delivered", "failed"] = "pending"
-    attempts: int = 0
-    created_at: datetime
-    last_attempt_at: datetime | None = None
-    next_attempt_at: datetime | None = None
-    history: tuple[Attempt, ...] = ()
 
 
 class WebhookStore(Protocol):
@@ -114,9 +61,11 @@ class WebhookStore(Protocol):
     def subscription(self, key: str) -> Subscription | None: ...
 
     def advance(self, key: str, *, cursor_was: int, cursor: int, progress_pct: int | None,
-                progress_at: datetime | None, deliveries: Sequence[Delivery]) -> bool:
-        """Move the cursor from ``cursor_was`` on and add the deliveries, in one transaction;
-        False (and nothing written) when another relay moved it first."""
+                progress_at: datetime | None, state: RelayState,
+                deliveries: Sequence[Delivery]) -> bool:
+        """Move the cursor from ``cursor_was`` on, store the relay's state and add the
+        deliveries, in one transaction; False (and nothing written) when another relay moved
+        it first."""
         ...
 
     def lagging(self, limit: int = 1000) -> list[Subscription]:
@@ -145,6 +94,17 @@ class WebhookStore(Protocol):
         """Pending deliveries whose next attempt is before ``before``."""
         ...
 
+    def prune_deliveries(self, *, before: datetime) -> tuple[int, int]:
+        """Remove the deliveries delivered or failed that were made and last tried before
+        ``before``, with their attempts (never a pending one); returns how many of each."""
+        ...
+
+    def prune_subscriptions(self, *, ended_before: datetime) -> int:
+        """Remove the subscriptions that have no delivery left and whose job, or every job of
+        whose batch, ended before ``ended_before`` (or, made before it, that name no job or
+        batch at all); returns how many."""
+        ...
+
 
 class DeliverySender(Protocol):
     """Hands a delivery to whatever makes the HTTP request (a Celery task on the io queue)."""
@@ -154,201 +114,6 @@ class DeliverySender(Protocol):
         """Try the delivery after ``delay`` seconds, as attempt number ``attempt + 1`` (it is
         dropped when the delivery has had other attempts since); retry until ``until``."""
         ...
-
-
-# -- pure parts ---------------------------------------------------------------------------------
-
-
-def check_url(url: str) -> str:
-    """The URL, if webhooks can be sent to it.
-
-    Raises:
-        InvalidOptions: not an http or https URL with a host.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise InvalidOptions(f"webhook URL '{url}' is not an http:// or https:// URL",
-                             hint="give a URL such as https://example.com/hooks")
-    return url.strip()
-
-
-def check_secret(secret: str | None, *, setting: str = "MEDIATASKS_WEBHOOK_SECRET") -> str:
-    """The signing secret, if it is one ("whsec_" and base64).
-
-    Raises:
-        InvalidOptions: missing, empty or not base64 (naming ``setting`` and how to make one).
-    """
-    how = (f"set {setting} to 'whsec_' followed by base64 of 24 to 64 random bytes, e.g. "
-           "\"whsec_$(openssl rand -base64 32)\"")
-    if not secret:
-        raise InvalidOptions(f"webhooks need a signing secret and {setting} is not set", hint=how)
-    try:
-        Webhook(secret)
-    except Exception:
-        raise InvalidOptions(f"{setting} is not a webhook secret", hint=how) from None
-    return secret
-
-
-def message_id(key: str, seq: int, kind: str) -> str:
-    """The Standard Webhooks message id of the message ``kind`` made from event ``seq`` of
-    ``key``: the same however many relays read it, on every retry and on replay."""
-    return "msg_" + hashlib.sha256(f"{key}.{seq}.{kind}".encode()).hexdigest()[:32]
-
-
-def payload(kind: str, at: datetime, data: dict[str, Any]) -> str:
-    """The message body, in the Standard Webhooks shape."""
-    return json.dumps({"type": kind, "timestamp": at.astimezone(UTC).isoformat(), "data": data},
-                      default=str, separators=(",", ":"))
-
-
-def sign(delivery: Delivery, secret: str, now: datetime) -> dict[str, str]:
-    """The headers of one attempt: webhook-id (the same on every attempt), webhook-timestamp and
-    webhook-signature (made now, so a receiver's replay window holds for a retry)."""
-    timestamp = now.astimezone(UTC)
-    signature = Webhook(secret).sign(delivery.id, timestamp, delivery.payload)
-    return {"webhook-id": delivery.id, "webhook-timestamp": str(math.floor(timestamp.timestamp())),
-            "webhook-signature": signature, "content-type": "application/json"}
-
-
-def backoff(attempts: int, *, base: float, cap: float = BACKOFF_MAX) -> float:
-    """Seconds to wait after ``attempts`` failed attempts: base, 2·base, 4·base … at most cap."""
-    return float(min(cap, base * 2 ** max(0, attempts - 1)))
-
-
-def next_status(outcome: Outcome, *, attempts: int, now: datetime, until: datetime, base: float,
-                cap: float = BACKOFF_MAX) -> tuple[str, float | None]:
-    """After attempt number ``attempts`` ended in ``outcome``: the delivery's status and the
-    delay before the next attempt (None: no more)."""
-    if outcome == "delivered":
-        return "delivered", None
-    delay = backoff(attempts, base=base, cap=cap)
-    if now + timedelta(seconds=delay) > until:
-        return "failed", None
-    return "pending", delay
-
-
-@dataclass
-class _Progress:
-    """Frames done of a job's current attempt, from its events."""
-
-    total: int | None = None
-    chunks: dict[int, int] = field(default_factory=dict)
-
-    def feed(self, event: Event) -> bool:
-        """Take the event in; True when it may change the percent."""
-        if event.type == "job.queued":
-            self.total, self.chunks = None, {}
-        elif event.type == "job.planned":
-            self.total, self.chunks = int(event.data.get("frames") or 0), {}
-        elif event.type in {"chunk.progress", "chunk.finished"}:
-            index = int(event.data.get("index", -1))
-            self.chunks[index] = max(self.chunks.get(index, 0), int(event.data.get("frames") or 0))
-        else:
-            return False
-        return event.type != "job.queued"
-
-    @property
-    def done(self) -> int:
-        return sum(self.chunks.values())
-
-    @property
-    def percent(self) -> int | None:
-        if not self.total:
-            return None
-        return min(100, math.floor(100 * self.done / self.total))
-
-
-def progress_due(pct: int, at: datetime, *, last_pct: int | None, last_at: datetime | None,
-                 step: int, every: float) -> bool:
-    """Whether a job.progress goes out: the percent reached the next multiple of ``step`` past
-    the last one sent, or it moved and ``every`` seconds passed since the last one."""
-    if last_pct is None:
-        return pct >= step or (pct > 0 and last_at is not None
-                               and (at - last_at).total_seconds() >= every)
-    if pct >= (last_pct // step + 1) * step:
-        return True
-    return pct > last_pct and last_at is not None and (at - last_at).total_seconds() >= every
-
-
-def job_data(record: JobRecord | None, event: Event, status: str,
-             progress: _Progress) -> dict[str, Any]:
-    """What every job message says, and what its event adds."""
-    data: dict[str, Any] = {
-        "job_id": event.job_id, "batch_id": event.batch_id, "status": status,
-        "input": record.input if record else None, "output": record.output if record else None,
-        "progress": progress.percent, "frames": progress.total,
-        "frames_done": progress.done if progress.total else None,
-        "error": event.data.get("error")}
-    if "attempt" in event.data:
-        data["attempt"] = event.data["attempt"]
-    if event.type == "job.awaiting_approval":
-        data.update({k: event.data.get(k) for k in ("chunks", "queue", "warnings")})
-    if event.type in {"job.succeeded", "job.kept"}:
-        data.update({k: event.data[k] for k in _SUMMARY if k in event.data})
-        data["output"] = event.data.get("output") or data["output"]
-        data["frames"] = data["frames"] or event.data.get("frames_in")
-        data["progress"] = 100
-    return data
-
-
-def map_job_events(sub: Subscription, events: Iterable[Event], record: JobRecord | None, *,
-                   step: int, every: float) -> tuple[list[Delivery], int | None, datetime | None]:
-    """The messages a job's subscription sends for the events after its cursor (``events`` may
-    start earlier: those only build up the progress), and its new progress state."""
-    progress = _Progress()
-    last_pct, last_at = sub.progress_pct, sub.progress_at
-    out: list[Delivery] = []
-    for event in events:
-        moved = progress.feed(event)
-        if event.seq <= sub.cursor:
-            continue
-        if event.type == "job.queued":  # a new attempt starts its progress afresh
-            last_pct, last_at = None, event.at
-        kind = _TYPES.get(event.type)
-        if kind is not None:
-            status = event.type.removeprefix("job.")
-            out.append(_delivery(sub, event, kind, job_data(record, event, status, progress)))
-            continue
-        pct = progress.percent
-        if moved and event.type != "job.planned" and pct is not None and progress_due(
-                pct, event.at, last_pct=last_pct, last_at=last_at, step=step, every=every):
-            last_pct, last_at = pct, event.at
-            out.append(_delivery(sub, event, "job.progress",
-                                 job_data(record, event, "encoding", progress)))
-    return out, last_pct, last_at
-
-
-def map_batch_events(sub: Subscription, events: Iterable[Event],
-                     jobs: Sequence[JobRecord]) -> list[Delivery]:
-    """batch.finished each time the last job of the batch ends (by the log: two jobs that end at
-    once still make one message)."""
-    states: dict[str, str] = {}
-    members = {r.job_id: r for r in jobs}
-    out = []
-    for event in events:
-        if not event.type.startswith("job.") or event.type in _PROGRESS:
-            continue
-        before = _all_ended(members, states)
-        states[event.job_id] = event.type.removeprefix("job.")
-        if event.seq > sub.cursor and event.ends_job and not before and _all_ended(members, states):
-            overall = batch_status(states[j] for j in members)
-            data = {"batch_id": sub.key, "status": overall, "jobs": [
-                {"job_id": j, "status": states[j], "input": r.input, "output": r.output,
-                 "error": r.error if states[j] == r.status else None}
-                for j, r in members.items()]}
-            out.append(_delivery(sub, event, "batch.finished", data))
-    return out
-
-
-def _all_ended(members: dict[str, JobRecord], states: dict[str, str]) -> bool:
-    return bool(members) and all(states.get(j) in TERMINAL for j in members)
-
-
-def _delivery(sub: Subscription, event: Event, kind: str, data: dict[str, Any]) -> Delivery:
-    return Delivery(id=message_id(sub.key, event.seq, kind), key=sub.key,
-                    job_id=event.job_id if kind != "batch.finished" else None, type=kind,
-                    url=sub.url, payload=payload(kind, event.at, data), created_at=event.at,
-                    next_attempt_at=event.at)
 
 
 def _now() -> datetime:
@@ -387,9 +152,11 @@ class Webhooks:
         """
         check_url(url)
         check_secret(secret)
-        seen = self.jobs.events(key)
+        seen = self.jobs.events(key, limit=10**7)
+        # Subscribed late: the first relay builds the state from the log (state None).
         self.store.subscribe(Subscription(key=key, url=url.strip(), secret=secret, key_id=key_id,
                                           cursor=seen[-1].seq if seen else 0,
+                                          state=None if seen else RelayState(),
                                           created_at=self.clock()))
 
     def deliveries(self, key: str) -> list[Delivery]:
@@ -467,24 +234,35 @@ class Webhooks:
             if not fresh:
                 return []
             pct, at = sub.progress_pct, sub.progress_at
-            if self.jobs.get(key) is not None:
-                context = fresh
-                if any(e.type in _PROGRESS for e in fresh):
-                    context = self.jobs.events(key, after=0, limit=10**7)
-                    context = [e for e in context if e.seq <= fresh[-1].seq]
-                made, pct, at = map_job_events(sub, context, self.jobs.get(key),
-                                               step=self.progress_step, every=self.progress_every)
-            elif any(e.ends_job for e in fresh):
-                every = [e for e in self.jobs.events(key, after=0, limit=10**7)
-                         if e.seq <= fresh[-1].seq]
-                made = map_batch_events(sub, every, self.jobs.jobs_in_batch(key))
+            # Only the events after the cursor are read: the state holds what the earlier
+            # ones left. A subscription made before it was kept rebuilds it from the log once.
+            state = sub.state.model_copy(deep=True) if sub.state is not None else RelayState()
+            events = fresh
+            if sub.state is None and sub.cursor > 0:
+                events = [e for e in self.jobs.events(key, after=0, limit=10**7)
+                          if e.seq <= fresh[-1].seq]
+            record = self.jobs.get(key)
+            if record is not None:
+                made, pct, at = map_job_events(sub, events, record, step=self.progress_step,
+                                               every=self.progress_every, state=state)
             else:
-                made = []
+                members = (self.jobs.jobs_in_batch(key) if any(e.ends_job for e in fresh)
+                           else [])
+                made = map_batch_events(sub, events, members, state=state)
             if self.store.advance(key, cursor_was=sub.cursor, cursor=fresh[-1].seq,
-                                  progress_pct=pct, progress_at=at, deliveries=made):
+                                  progress_pct=pct, progress_at=at, state=state,
+                                  deliveries=made):
                 return made
         log.warning("webhooks of %s: the relay kept losing the race; the upkeep goes on", key)
         return []
+
+    def expire(self, older_than: float) -> tuple[int, int, int]:
+        """The upkeep: remove deliveries delivered or failed ``older_than`` seconds ago with
+        their attempts, then the subscriptions of jobs and batches that ended that long ago.
+        Returns (deliveries, attempts, subscriptions) removed."""
+        before = self.clock() - timedelta(seconds=older_than)
+        deliveries, attempts = self.store.prune_deliveries(before=before)
+        return deliveries, attempts, self.store.prune_subscriptions(ended_before=before)
 
     def _send(self, deliveries: Iterable[Delivery]) -> None:
         if self.sender is None:
