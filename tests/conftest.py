@@ -25,6 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MEDIATASKS_CORPUS", ROOT.parent / "shared" / "corpus"))
 # The folders the tests' workers may read and write: temp dirs and the corpus.
 os.environ["MEDIATASKS_ROOTS"] = f"{tempfile.gettempdir()}:{CORPUS.resolve()}"
+# The tests never touch the user's own job history or work folders: `run` and the CLI keep their
+# default SQLite history and work directory in a state and a cache folder of this test run.
+_HOME = Path(tempfile.mkdtemp(prefix="mediatasks-tests-"))
+os.environ["XDG_STATE_HOME"] = str(_HOME / "state")
+os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 def ffmpeg(*args: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mediatasks.service.lifecycle import LABELS
+from mediatasks.service.progress import progress_of
 from mediatasks.service.records import Event, JobRecord
 
 Path_ = Field(min_length=1, max_length=4096, description="An absolute path under MEDIATASKS_ROOTS.")
@@ -54,27 +55,6 @@ class ProbeIn(Strict):
     input: str = Path_
 
 
-def progress(events: list[Event]) -> dict[str, Any]:
-    """Frames encoded so far of the current attempt, from the job's events."""
-    frames_total, chunks = 0, 0
-    done: dict[int, int] = {}
-    finished: set[int] = set()
-    for e in events:
-        if e.type == "job.queued":
-            frames_total, chunks, done, finished = 0, 0, {}, set()
-        elif e.type == "job.planned":
-            frames_total = int(e.data.get("frames") or 0)
-            chunks = int(e.data.get("chunks") or 0)
-        elif e.type in {"chunk.progress", "chunk.finished"}:
-            done[int(e.data["index"])] = int(e.data.get("frames") or 0)
-            if e.type == "chunk.finished":
-                finished.add(int(e.data["index"]))
-    frames = sum(done.values())
-    percent = round(100 * frames / frames_total, 1) if frames_total else 0.0
-    return {"percent": min(percent, 100.0), "frames_done": frames, "frames_total": frames_total,
-            "chunks_done": len(finished), "chunks_total": chunks}
-
-
 def job_json(record: JobRecord, events: list[Event] | None = None) -> dict[str, Any]:
     """A job as the API shows it (``events`` given: with its progress and its tasks)."""
     out: dict[str, Any] = {
@@ -98,7 +78,7 @@ def job_json(record: JobRecord, events: list[Event] | None = None) -> dict[str, 
         "hold": bool(record.settings.get("hold")),
     }
     if events is not None:
-        out["progress"] = progress(events)
+        out["progress"] = progress_of(events).as_dict()
         if record.status == "succeeded":
             out["progress"]["percent"] = 100.0
         out["tasks"] = [{"name": t.name, "state": t.state, "queue": t.queue, "worker": t.worker,

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from mediatasks.service import progress as counting
 from mediatasks.service.lifecycle import LABELS
 from mediatasks.service.records import Event
 from mediatasks.service.summary import human_duration
@@ -22,34 +23,23 @@ class JobProgress:
         self.status = "queued"
 
     def reset(self) -> None:
-        self.frames_total = 0
-        self.chunks = 0
-        self.chunk_frames: dict[int, int] = {}
+        self.counted = counting.Progress()  # frames and chunks planned and done
         self.chunk_fps: dict[int, float] = {}
-        self.done: set[int] = set()
         self.rate: float | None = None  # smoothed frames per second
         self._last: tuple[float, int] | None = None
 
     def apply(self, event: Event) -> bool:
         """Take one event in; True when the job changed state."""
-        data = event.data
         if event.type == "job.queued":
             self.reset()
-        if event.type == "job.planned":
-            self.frames_total = int(data.get("frames") or 0)
-            self.chunks = int(data.get("chunks") or 0)
-        elif event.type == "chunk.progress":
-            index = int(data["index"])
-            self.chunk_frames[index] = int(data.get("frames") or 0)
-            self.chunk_fps[index] = float(data.get("fps") or 0.0)
+        if self.counted.feed(event) and event.type.startswith("chunk."):
+            index = int(event.data["index"])
+            if event.type == "chunk.progress":
+                self.chunk_fps[index] = float(event.data.get("fps") or 0.0)
+            else:
+                self.chunk_fps.pop(index, None)
             self._smooth()
-        elif event.type == "chunk.finished":
-            index = int(data["index"])
-            self.chunk_frames[index] = int(data.get("frames") or 0)
-            self.chunk_fps.pop(index, None)
-            self.done.add(index)
-            self._smooth()
-        elif event.type.startswith("job."):
+        elif event.type.startswith("job.") and event.type != "job.planned":
             new = event.type.removeprefix("job.")
             if new in LABELS and new != self.status:
                 self.status = new
@@ -57,8 +47,20 @@ class JobProgress:
         return False
 
     @property
+    def frames_total(self) -> int:
+        return self.counted.frames or 0
+
+    @property
+    def chunks(self) -> int:
+        return self.counted.chunks_planned
+
+    @property
+    def done(self) -> set[int]:
+        return self.counted.finished
+
+    @property
     def frames_done(self) -> int:
-        return sum(self.chunk_frames.values())
+        return self.counted.done
 
     @property
     def fps(self) -> float:

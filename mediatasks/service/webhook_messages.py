@@ -19,6 +19,7 @@ from standardwebhooks import Webhook
 
 from mediatasks.errors import InvalidOptions
 from mediatasks.service.lifecycle import TERMINAL, batch_status
+from mediatasks.service.progress import Progress
 from mediatasks.service.records import Event, JobRecord
 
 Outcome = Literal["delivered", "http_error", "timeout", "connection_error"]
@@ -34,37 +35,11 @@ _SUMMARY = ("frames_in", "frames_out", "duration", "size_in", "size_out", "bitra
             "encode_fps", "chunks", "chunks_reused", "warnings", "outcome", "note")
 
 
-class RelayState(BaseModel):
+class RelayState(Progress):
     """What a relay keeps of the events it has read, so that the next one reads only those
-    after the cursor: of a job, the frames its current attempt planned and those done per
-    chunk; of a batch, each job's last state."""
+    after the cursor: of a job, its progress; of a batch, each job's last state."""
 
-    frames: int | None = None
-    chunks: dict[int, int] = Field(default_factory=dict)
     jobs: dict[str, str] = Field(default_factory=dict)
-
-    def feed(self, event: Event) -> bool:
-        """Take a job's event in; True when it may change the percent."""
-        if event.type == "job.queued":
-            self.frames, self.chunks = None, {}
-        elif event.type == "job.planned":
-            self.frames, self.chunks = int(event.data.get("frames") or 0), {}
-        elif event.type in {"chunk.progress", "chunk.finished"}:
-            index = int(event.data.get("index", -1))
-            self.chunks[index] = max(self.chunks.get(index, 0), int(event.data.get("frames") or 0))
-        else:
-            return False
-        return event.type != "job.queued"
-
-    @property
-    def done(self) -> int:
-        return sum(self.chunks.values())
-
-    @property
-    def percent(self) -> int | None:
-        if not self.frames:
-            return None
-        return min(100, math.floor(100 * self.done / self.frames))
 
 
 class Subscription(BaseModel):
