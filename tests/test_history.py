@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from mediatasks.errors import InvalidOptions
 from mediatasks.history import History
@@ -224,3 +228,33 @@ def test_operations_are_found_by_job_or_batch_in_order_and_marked_undone(history
     assert undone is not None and undone.utcoffset() is not None
     assert history.operations("j1")[1].undone_at == undone and history.operations("j1")[0].undone_at is None
     assert history.operations("nothing") == []
+
+
+def test_processes_opening_a_new_history_at_once_all_get_it_migrated(empty_database: str,
+                                                                      tmp_path: Path) -> None:
+    """A worker and the CLI may create the same database at the same moment: none fails, and the
+    database ends at the latest version with one version row."""
+    url = empty_database
+    go = tmp_path / "go"
+    code = ("import sys, time\n"
+            "from pathlib import Path\n"
+            "from mediatasks.history import History\n"
+            "Path(sys.argv[3]).touch()\n"
+            "while not Path(sys.argv[2]).exists(): time.sleep(0.002)\n"
+            "History(sys.argv[1]).close()\n")
+    ready = [tmp_path / f"ready-{n}" for n in range(8)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, str(go), str(r)],
+                              stderr=subprocess.PIPE, text=True) for r in ready]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # all of them open the new database now
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    history = History(url)
+    try:
+        with history.engine.connect() as conn:
+            assert current_version(conn) == SCHEMA_VERSION
+            assert conn.execute(text("SELECT COUNT(*) FROM schema_version")).scalar() == 1
+    finally:
+        history.close()

@@ -27,6 +27,7 @@ driver commits DDL as it goes, so a step cut short may have left part of its wor
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +43,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     inspect,
     select,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 metadata = MetaData()
 
@@ -310,16 +313,36 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def current_version(conn: Connection) -> int:
     if not inspect(conn).has_table("schema_version"):
         return 0
-    value = conn.execute(select(schema_version.c.version)).scalar()
+    value = conn.execute(select(func.max(schema_version.c.version))).scalar()
     return int(value or 0)
 
 
-def migrate(engine: Engine) -> int:
-    """Bring the database to ``SCHEMA_VERSION``; return the version it is at."""
+def migrate(engine: Engine, *, attempts: int = 6) -> int:
+    """Bring the database to ``SCHEMA_VERSION``; return the version it is at.
+
+    Several processes may open a new database at the same moment (a worker and the CLI). One that
+    loses a race (a table or column the other has just made) tries again once the other is done:
+    the version it then reads tells it what is left, and every step checks before it adds.
+    """
+    for attempt in range(attempts):
+        try:
+            return _migrate(engine)
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _migrate(engine: Engine) -> int:
     with engine.begin() as conn:
         if not inspect(conn).has_table("schema_version"):
             metadata.create_all(conn, tables=[schema_version])
-            conn.execute(schema_version.insert().values(version=0))
+        if conn.dialect.name == "postgresql":  # one inserter at a time (SQLite's write is one)
+            conn.execute(text("LOCK TABLE schema_version IN SHARE ROW EXCLUSIVE MODE"))
+        # One statement: two processes never both find the table empty and both insert.
+        conn.execute(text("INSERT INTO schema_version (version) SELECT 0 WHERE NOT EXISTS "
+                          "(SELECT 1 FROM schema_version)"))
     version = 0
     for target, step in enumerate(MIGRATIONS, start=1):
         with engine.begin() as conn:
