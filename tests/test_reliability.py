@@ -95,7 +95,7 @@ def test_a_broker_restart_mid_job_is_survived_by_workers_and_followers(
     time.sleep(outage)
     rig.start_redis()
     stdout, stderr = follower.communicate(timeout=300)
-    assert follower.returncode == 0, stderr
+    assert follower.returncode == 0, (stdout[-2000:], stderr[-2000:], rig.events(job_id))
     assert json.loads(stdout.strip().splitlines()[-1])["status"] == "succeeded"
     assert_every_frame(rig.job(job_id))
 
