@@ -3,8 +3,8 @@
 Frames are selected by presentation timestamp (``-copyts`` + ``trim``), never by a seek time, so a
 chunk holds exactly frames [start, end) whatever the seek lands on; the seek only saves decoding.
 NUT keeps the source time base, so VFR timestamps survive unchanged. The chunk is written under a
-temp name, its frame count checked, then renamed; a chunk already on disk with the right count is
-reused, which makes the task idempotent.
+temp name, its frame count (ffmpeg's final progress report) checked, then renamed; a chunk
+already on disk with the right count is reused, which makes the task idempotent.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
 
 def _run_encode(argv: list[str], *, subject: str, stall_timeout: float,
                 on_progress: ProgressFn | None,
-                should_stop: Callable[[], bool] | None = None) -> tuple[float, tuple[str, ...]]:
+                should_stop: Callable[[], bool] | None = None
+                ) -> tuple[float, tuple[str, ...], int | None]:
     def progress(block: dict[str, str]) -> None:
         if on_progress is None:
             return
@@ -161,7 +162,7 @@ def _run_encode(argv: list[str], *, subject: str, stall_timeout: float,
 
     done = runner.run(argv, subject=subject, stall_timeout=stall_timeout, on_progress=progress,
                       should_stop=should_stop)
-    return done.seconds, done.stderr_tail
+    return done.seconds, done.stderr_tail, done.frames_written()
 
 
 def mismatch(plan: JobPlan, chunk: Chunk, frames: int, stderr_tail: Sequence[str]
@@ -214,11 +215,13 @@ def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "f
     try:
         for seek in seek_attempts(plan, chunk):
             argv = encode_args(plan, chunk, tmp, seek_pts=seek, ffmpeg=ffmpeg, threads=threads)
-            took, stderr = _run_encode(argv, subject=plan.spec.input,
-                                       stall_timeout=stall_timeout, on_progress=on_progress,
-                                       should_stop=should_stop)
+            took, stderr, written = _run_encode(argv, subject=plan.spec.input,
+                                                stall_timeout=stall_timeout,
+                                                on_progress=on_progress, should_stop=should_stop)
             seconds += took
-            frames = count_packets(tmp, ffprobe=ffprobe)
+            # ffmpeg's own count of the frames it wrote (the chunk is a single video stream);
+            # the file is counted only when ffmpeg did not say. verify counts the output anyway.
+            frames = written if written is not None else count_packets(tmp, ffprobe=ffprobe)
             if not exact or frames == chunk.frames:
                 break
             log.warning("chunk %d: %d frames instead of %d after seeking to pts %s; "
