@@ -237,18 +237,74 @@ def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "f
 
 
 def check_encoder(opts: EncodeOptions, video: VideoInfo, fmt: str, *, ffmpeg: str = "ffmpeg",
-                  subject: str | None = None) -> None:
+                  subject: str | None = None, proven: Path | None = None) -> None:
     """A two-frame test encode at the source's size and pixel format, into the output container.
 
     Catches unknown encoders, bad --preset/--crf/--video-opt values, sizes an encoder refuses and
     codecs the container cannot hold, in a fraction of a second, before any job runs.
 
+    Args:
+        proven: a file of the checks that passed (see ``check_encoder_at``).
+
+    Raises:
+        UnknownEncoder, InvalidOptions: with the option and the fix named.
+    """
+    check_encoder_at(opts, (video.width, video.height), video.pix_fmt, fmt, ffmpeg=ffmpeg,
+                     subject=subject, proven=proven)
+
+
+def _check_key(opts: EncodeOptions, want: tuple[int, int], pix_fmt: str | None, fmt: str,
+               ffmpeg: str) -> str | None:
+    """What a test encode proved: this ffmpeg binary (path, size, mtime), the encoder and its
+    options, the picture and the container; None when the binary cannot be found."""
+    found = shutil.which(ffmpeg)
+    if found is None:
+        return None
+    st = os.stat(found)
+    data = [os.path.realpath(found), st.st_size, st.st_mtime_ns, opts.video_codec,
+            profiles.quality_args(opts), profiles.user_args(opts), want, pix_fmt, fmt]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+def _proven(path: Path | None, key: str | None) -> bool:
+    if path is None or key is None:
+        return False
+    try:
+        return key in path.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _remember(path: Path | None, key: str | None) -> None:
+    if path is None or key is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="ascii") as f:
+            f.write(key + "\n")
+    except OSError as exc:  # a cache that cannot be written only costs the next run a check
+        log.debug("cannot remember the encoder check: %s", exc)
+
+
+def check_encoder_at(opts: EncodeOptions, want_size: tuple[int, int], pix_fmt: str | None,
+                     fmt: str, *, ffmpeg: str = "ffmpeg", subject: str | None = None,
+                     proven: Path | None = None) -> None:
+    """``check_encoder`` for a picture of ``want_size`` (before any scale) in ``pix_fmt``.
+
+    Args:
+        proven: a file listing the checks that passed before (one key a line: the binary, the
+            encoder, its options, the picture, the container). A check found there is not run
+            again; one that fails is never written, so a wrong option always fails here.
+
     Raises:
         UnknownEncoder, InvalidOptions: with the option and the fix named.
     """
     # testsrc is RGB: unlike testsrc2 or color it keeps odd sizes, as a real source would.
-    vf = f"format={video.pix_fmt}" if video.pix_fmt else "null"
-    want = opts.scale or (video.width, video.height)
+    vf = f"format={pix_fmt}" if pix_fmt else "null"
+    want = opts.scale or want_size
+    key = _check_key(opts, want, pix_fmt, fmt, ffmpeg) if proven is not None else None
+    if _proven(proven, key):
+        return
     with tempfile.TemporaryDirectory(prefix="mediatasks-check-") as tmp:
         out = Path(tmp) / f"check.{_EXTENSIONS[fmt]}"
         argv = [ffmpeg, "-nostdin", "-hide_banner", "-v", "warning", "-y", "-f", "lavfi", "-i",
@@ -274,3 +330,4 @@ def check_encoder(opts: EncodeOptions, video: VideoInfo, fmt: str, *, ffmpeg: st
                 raise InvalidOptions(f"encoder {opts.video_codec} has no option '{option}'",
                                      path=subject,
                                      hint=f"see 'ffmpeg -h encoder={opts.video_codec}'")
+    _remember(proven, key)

@@ -68,6 +68,7 @@ __all__ = [
     "shown_packets",
     "start_seconds",
     "video_size",
+    "video_stream",
     "window_args",
     "window_blocker",
 ]
