@@ -3,6 +3,7 @@ and the plan preview (`mediatasks plan`)."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import tempfile
 import uuid
@@ -132,7 +133,7 @@ def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: b
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediatasks-check") as pool:
         checked = None
         if not is_hardware(opts.video_codec):
-            checked = pool.submit(encode.check_encoder_at, opts,
+            checked = pool.submit(contextvars.copy_context().run, encode.check_encoder_at, opts,
                                   (int(vraw["width"]), int(vraw["height"])), vraw.get("pix_fmt"),
                                   fmt, ffmpeg=settings.ffmpeg, subject=str(src),
                                   proven=settings.work_dir / ENCODER_CHECKS)

@@ -270,7 +270,7 @@ def _proven(path: Path | None, key: str | None) -> bool:
     if path is None or key is None:
         return False
     try:
-        return key in path.read_text(encoding="ascii").split()
+        return key in path.read_text(encoding="utf-8").split()
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -280,7 +280,7 @@ def _remember(path: Path | None, key: str | None) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="ascii") as f:
+        with open(path, "a", encoding="utf-8") as f:
             f.write(key + "\n")
     except OSError as exc:  # a cache that cannot be written only costs the next run a check
         log.debug("cannot remember the encoder check: %s", exc)

@@ -13,6 +13,7 @@ This module runs ffprobe; the argv are built in ``probe_args`` and the output is
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 from array import array
@@ -192,7 +193,9 @@ def probe_source(path: str | Path, *, ffprobe: str = "ffprobe",
     vindex = int(video_stream(info, src)["index"])
     # The decoded window runs beside the packet pass (two processes, mostly waiting on I/O).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediatasks-probe") as pool:
-        first = pool.submit(_ffprobe_json, window_args(ffprobe, src, vindex), src)
+        # In this context, so that a task's log keeps the command (runner.record_commands).
+        first = pool.submit(contextvars.copy_context().run, _ffprobe_json,
+                            window_args(ffprobe, src, vindex), src)
         index = scan_packets(src, vindex, ffprobe=ffprobe)
         window = first.result()
     if index.lead:
