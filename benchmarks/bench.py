@@ -89,7 +89,7 @@ def _kind(pid: int, root: int) -> str | None:
     except OSError:
         return None
     name = os.path.basename(argv[0].decode(errors="replace")) if argv else ""
-    if b"celery" in argv:
+    if b"celery" in argv or b"mediatasks.cluster.boot" in argv:
         return "worker"
     if argv and b"redis-server" in argv[0]:
         return "redis"
