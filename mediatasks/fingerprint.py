@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from mediatasks.errors import SourceChanged
+from mediatasks.models import ProbeResult
 
 _BLOCK = 64 * 1024
 _SAMPLES = 16
@@ -28,6 +29,16 @@ class Fingerprint(BaseModel):
     inode: int
     device: int
     sampled_sha256: str
+
+
+class KnownSource(BaseModel):
+    """A source's probe result with the fingerprint of the file it describes: what `mediatasks
+    run` hands the analyse step, which uses it only while the file still has that fingerprint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    probe: ProbeResult
+    fingerprint: Fingerprint
 
 
 def take(path: str | Path) -> Fingerprint:

@@ -14,6 +14,7 @@ import contextvars
 import ctypes
 import logging
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -46,6 +47,17 @@ class Completed:
     stdout: str
     stderr_tail: tuple[str, ...]
     seconds: float
+    progress: dict[str, str] | None = None  # the last ``-progress`` block, when it was followed
+
+    def frames_written(self) -> int | None:
+        """The frames ffmpeg wrote, from its final ``-progress`` block (``progress=end``); None
+        when it never said (then the file has to be counted)."""
+        if not self.progress or self.progress.get("progress") != "end":
+            return None
+        try:
+            return int(self.progress.get("frame", ""))
+        except ValueError:
+            return None
 
 
 # The commands run in this context since ``record_commands`` (a Celery task: the signals set it
@@ -193,6 +205,7 @@ def run(
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_stdout: Callable[[str], None] | None = None,
 ) -> Completed:
     """Run ``argv`` to completion.
 
@@ -204,6 +217,8 @@ def run(
         on_progress: called with each ``-progress`` block (ffmpeg writes them to stdout).
         keep_stdout: return all of stdout (for ffprobe); otherwise only progress is parsed.
         should_stop: polled about once a second; True kills the process group (a cancel).
+        on_stdout: called with each line of stdout as it comes (a long ffprobe listing is
+            read line by line, never held whole).
 
     Raises:
         JobCancelled: ``should_stop`` said so.
@@ -212,6 +227,7 @@ def run(
     started = time.monotonic()
     last_progress = [started]
     block: dict[str, str] = {}
+    final: list[dict[str, str]] = []
 
     def progress_line(line: str) -> None:
         key, sep, value = line.partition("=")
@@ -220,6 +236,7 @@ def run(
         block[key.strip()] = value.strip()
         if key.strip() == "progress":
             last_progress[0] = time.monotonic()
+            final[:] = [dict(block)]
             if on_progress is not None:
                 try:
                     on_progress(dict(block))
@@ -231,7 +248,7 @@ def run(
                   die_with_parent=True)
     assert proc.stdout is not None and proc.stderr is not None
     out = _Reader(proc.stdout, keep_all=keep_stdout,
-                  on_line=progress_line if on_progress is not None else None)
+                  on_line=progress_line if on_progress is not None else on_stdout)
     err = _Reader(proc.stderr, keep_all=False)
     threads = [threading.Thread(target=r, daemon=True) for r in (out, err)]
     for t in threads:
@@ -239,10 +256,12 @@ def run(
     reason: str | None = None
     cancelled = False
     last_check = started
+    exited = _exit_waiter(proc)
     try:
         while True:
             try:
-                proc.wait(timeout=0.5)
+                exited(0.5)
+                proc.wait(timeout=0)
                 break
             except subprocess.TimeoutExpired:
                 now = time.monotonic()
@@ -267,6 +286,7 @@ def run(
         proc.wait()
         raise
     finally:
+        exited.close()
         for t in threads:
             t.join(timeout=5)
         proc.stdout.close()
@@ -283,6 +303,7 @@ def run(
         stdout="\n".join(out.everything) if keep_stdout else "",
         stderr_tail=tuple(err.lines),
         seconds=time.monotonic() - started,
+        progress=final[0] if final else None,
     )
     if check and (proc.returncode != 0 or reason):
         raise failure_for(done.argv, done.returncode, done.stderr_tail, subject=subject,
@@ -292,6 +313,44 @@ def run(
         # file it wrote is cut short. A full disk is transient: classified (and retried) as such.
         raise failure_for(done.argv, 1, done.stderr_tail, subject=subject)
     return done
+
+
+class _PidfdWaiter:
+    """Wakes the moment the child exits (a pidfd becomes readable): ``Popen.wait(timeout)``
+    polls with sleeps of up to 50 ms, which a job of a dozen short ffprobes pays each time."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def __call__(self, seconds: float) -> None:
+        self.poller.poll(seconds * 1000)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class _SleepWaiter:
+    """Where there are no pidfds (not Linux, an old kernel): ``Popen.wait`` itself."""
+
+    def __init__(self, proc: subprocess.Popen[str]):
+        self.proc = proc
+
+    def __call__(self, seconds: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=seconds)
+
+    def close(self) -> None:
+        pass
+
+
+def _exit_waiter(proc: subprocess.Popen[str]) -> _PidfdWaiter | _SleepWaiter:
+    try:
+        return _PidfdWaiter(os.pidfd_open(proc.pid))
+    except (AttributeError, OSError):
+        return _SleepWaiter(proc)
 
 
 @dataclass

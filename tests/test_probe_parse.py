@@ -67,7 +67,7 @@ def test_packets_before_the_first_keyframe_are_undecodable_unless_hidden_by_an_e
     assert shown_packets([(-80, "KD"), (-40, "_D"), (0, "__"), (40, "__")]) == [
         "hidden", "hidden", "shown", "shown"]
     index = PacketIndex.parse("-80,40,KD\n-40,40,_D\n0,40,__\n40,40,__\n")
-    assert index.pts == [0, 40] and index.discarded == 2 and index.skipped == 0
+    assert list(index.pts) == [0, 40] and index.discarded == 2 and index.skipped == 0
     assert index.lead == 2 and index.keyframe_pts == []
 
 

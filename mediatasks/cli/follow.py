@@ -4,6 +4,7 @@ terminal a live bar; elsewhere a line per step and per 10 %."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from mediatasks.service import progress as counting
 from mediatasks.service.lifecycle import LABELS
-from mediatasks.service.records import Event
+from mediatasks.service.records import Event, TaskRecord
 from mediatasks.service.summary import human_duration
 
 
@@ -93,13 +94,55 @@ STEP_NAMES: dict[str, str] = {
 }
 
 
+# The job's steps as its tasks' rows time them, in the order they run (several tasks of one
+# step -- the chunks and the audio -- count from the first start).
+TASK_STEPS: dict[str, str] = {
+    "mediatasks.probe": "probe", "mediatasks.plan": "plan",
+    "mediatasks.encode_chunk": "encode", "mediatasks.encode_audio": "encode",
+    "mediatasks.concat": "concat", "mediatasks.mux": "mux", "mediatasks.verify": "verify",
+    "mediatasks.publish": "publish",
+}
+
+
 class StepTimes:
     """Seconds per step of one job: the local steps the command timed itself (starting the
-    cluster, checks, stopping) and the job's own steps, from its state events' times."""
+    cluster, checks, stopping) and the job's own steps, from its tasks' rows (each step from
+    its first task's start to the next step's), else from its state events' times."""
 
     def __init__(self) -> None:
         self.local: dict[str, float] = {}
         self.events: list[tuple[str, float]] = []  # (state, wall time)
+        self.by_task: dict[str, float] = {}
+
+    def tasks(self, rows: Sequence[TaskRecord]) -> None:
+        """Time the job's steps from its tasks' rows (once the job has ended): each step from
+        its first task's start to the next step's start, the plan to its own end (the wait
+        for the first encode is 'start encodes'), publish to its end."""
+        starts: dict[str, float] = {}
+        ends: dict[str, float] = {}
+        for row in rows:
+            step = TASK_STEPS.get(row.name)
+            if step is None or row.started_at is None or row.state != "SUCCESS":
+                continue
+            at = row.started_at.timestamp()
+            starts[step] = min(starts.get(step, at), at)
+            if row.finished_at is not None:
+                ends[step] = max(ends.get(step, 0.0), row.finished_at.timestamp())
+        order = [s for s in dict.fromkeys(TASK_STEPS.values()) if s in starts]
+        if not {"probe", "plan", "encode", "publish"} <= set(order) or not ends.get("publish"):
+            return  # a job that did not run every step: the state events time it
+        queued = next((at for state, at in self.events if state == "queued"), None)
+        approved = next((at for state, at in self.events if state == "approved"), 0.0)
+        steps: dict[str, float] = {}
+        if queued is not None:
+            steps["wait for a worker"] = starts["probe"] - queued
+        for step, after in zip(order, [*order[1:], None], strict=True):
+            if step == "plan" and "plan" in ends:
+                steps["plan"] = ends["plan"] - starts["plan"]
+                steps["start encodes"] = starts["encode"] - max(ends["plan"], approved)
+                continue
+            steps[step] = (starts[after] if after is not None else ends[step]) - starts[step]
+        self.by_task = {k: max(0.0, v) for k, v in steps.items()}
 
     def add(self, step: str, seconds: float) -> None:
         self.local[step] = self.local.get(step, 0.0) + seconds
@@ -122,7 +165,8 @@ class StepTimes:
         """Step -> seconds, in the order they ran."""
         first = {k: v for k, v in self.local.items() if k != "stop workers"}
         last = {k: v for k, v in self.local.items() if k == "stop workers"}
-        return {k: round(v, 3) for k, v in {**first, **self.job_steps(), **last}.items()}
+        job = self.by_task or self.job_steps()
+        return {k: round(v, 3) for k, v in {**first, **job, **last}.items()}
 
     def line(self) -> str:
         return "steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.as_dict().items())

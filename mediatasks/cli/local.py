@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
 import signal
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -44,7 +47,9 @@ from mediatasks.service.records import Event
 from mediatasks.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from mediatasks.fingerprint import KnownSource
     from mediatasks.scheduling import Schedule
+    from mediatasks.service.prepare import Probed
 
 WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=1, help="Chunks encoded at once (default: chosen for the encoder and the "
@@ -88,6 +93,7 @@ def run(
     from mediatasks.service.prepare import check_paths, make_options, new_job_id, prepare_job
     from mediatasks.service.runs import run_job
     from mediatasks.steps import encode as encode_step
+    from mediatasks.steps.plan import save_frames
     from mediatasks.steps.publish import temp_path
 
     started = time.monotonic()
@@ -108,36 +114,37 @@ def run(
     jp = None
     service = None
     show = not as_json
+    probed: list[Probed] = []
+
+    def start_encoders(info: dict[str, Any]) -> None:
+        # The encode worker boots while the packet pass runs: its schedule needs only the
+        # container's size and duration.
+        sched = chooser.early(info, opts)
+        cluster.start_encoders(sched.workers, sched.threads)
+
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediatasks-service")
     try:
         with Follower(err, enabled=show) as follower:
             follower.note("starting workers")
-            # The broker and the io worker start while the source is probed and the encoder
-            # checked; the encode worker as soon as the schedule is known.
+            # The broker and the io worker start first; the encode worker as soon as the
+            # container is read; the source is probed and the encoder checked meanwhile.
             mark = time.monotonic()
             with cluster:
                 steps.add("start broker", time.monotonic() - mark)
                 # Celery and the job history load on a thread meanwhile (ffprobe and the test
-                # encode wait on subprocesses). What the checks import is imported here first,
-                # so the two threads never import the same module at once.
-                import mediatasks.steps.audio
-                import mediatasks.steps.integrity
-                import mediatasks.steps.mux
-                import mediatasks.steps.plan
-                import mediatasks.steps.probe  # noqa: F401
-
+                # encode wait on subprocesses). Everything the checks use is imported here
+                # first, so the two threads never import at the same time.
+                preload_checks()
                 loading = pool.submit(local_service, cluster.broker_url)
                 follower.note("probing")
                 mark = time.monotonic()
                 jp = prepare_job(source, output, opts, overwrite=overwrite, settings=settings,
                                  exact_preview=False, hold=hold, local=True, job_id=job_id,
-                                 strict=strict, chunk_length=chooser)
+                                 strict=strict, chunk_length=chooser, on_probe=probed.append,
+                                 on_container=start_encoders)
                 steps.add("checks", time.monotonic() - mark)
                 sched = chooser.schedule
-                if sched is not None:
-                    cluster.start_encoders(sched.workers, sched.threads)
-                else:
-                    cluster.start_encoders()
+                cluster.start_encoders()  # a source whose container said too little
                 if show:
                     # Nothing but a refusal is printed before the job exists: then its id.
                     err.print(f"job {job_id}: {jp.spec.input} -> {jp.spec.output}", markup=False,
@@ -168,8 +175,10 @@ def run(
                         if adopted and show:
                             err.print(f"resuming: {adopted} verified chunk(s) from an earlier run "
                                       "that did not finish")
+                        known = hand_on(probed, job_dir, save_frames)
                         result = run_job(service, jp.spec, watch=cluster.check_alive,
-                                         on_event=on_event)
+                                         on_event=on_event, known=known)
+                        steps.tasks(service.get(jp.job_id).tasks)
                         failed = result.status == "failed"
                 except JobCancelled:
                     raise
@@ -207,6 +216,44 @@ def run(
            steps=steps.line() if show and result.status == "succeeded" else None)
 
 
+# What the checks import (prepare_job and every step it calls, the fingerprint, the schedule),
+# in this order, before the service loads on its thread: the main thread then imports nothing
+# while the other one does (tests/test_cli.py checks that the checks import nothing more).
+CHECK_MODULES = (
+    "mediatasks.fingerprint", "mediatasks.encoder_options", "mediatasks.scheduling",
+    "mediatasks.service.prepare", "mediatasks.steps.probe", "mediatasks.steps.plan",
+    "mediatasks.steps.integrity", "mediatasks.steps.audio", "mediatasks.steps.mux",
+    "mediatasks.steps.encode", "mediatasks.steps.publish", "concurrent.futures.thread",
+)
+
+
+def preload_checks() -> None:
+    """Import ``CHECK_MODULES`` (in this thread, in a fixed order)."""
+    for name in CHECK_MODULES:
+        importlib.import_module(name)
+
+
+# A probe result rides in the analyse message only while it is small (the keyframe list of an
+# all-intra source is not): above this the workers probe again.
+KNOWN_KEYFRAMES_MAX = 20_000
+
+
+def hand_on(probed: list[Probed], job_dir: Path,
+            save_frames: Callable[[Sequence[int], Path], None]) -> KnownSource | None:
+    """What the command read of the source, for the analyse step: the probe result (returned,
+    to ride in the message) and the frame timestamps (saved in the job directory)."""
+    from mediatasks.fingerprint import KnownSource
+
+    if not probed:
+        return None
+    seen = probed[-1]
+    if len(seen.result.video.keyframes) > KNOWN_KEYFRAMES_MAX:
+        return None
+    if not seen.result.video.split_blocker:
+        save_frames(seen.frame_pts, job_dir)
+    return KnownSource(probe=seen.result, fingerprint=seen.fingerprint)
+
+
 class ScheduleChooser:
     """prepare_job's ``chunk_length`` hook for a local run: the schedule for the probed source
     (workers, threads, chunk length), unless --chunk-seconds or MEDIATASKS_CHUNK_SECONDS set the
@@ -218,15 +265,44 @@ class ScheduleChooser:
         self.workers = workers
         self.cores = cores or len(os.sched_getaffinity(0)) or 1
         self.schedule: Schedule | None = None
+        self.started: Schedule | None = None  # what the encode worker was started with
+
+    def _given(self, opts: EncodeOptions) -> float | None:
+        given = opts.chunk_seconds
+        if given is None and "chunk_seconds" in self.settings.model_fields_set:
+            given = self.settings.chunk_seconds
+        return given
+
+    def early(self, info: dict[str, Any], opts: EncodeOptions) -> Schedule:
+        """The schedule from the container alone (the video's size, the file's duration): the
+        workers and threads the encode worker starts with, before the packet pass ends."""
+        from mediatasks.scheduling import plan_schedule
+        from mediatasks.steps.probe import pick_video
+
+        video = pick_video(info.get("streams") or []) or {}
+        width, height = opts.scale or (int(video.get("width") or 0),
+                                       int(video.get("height") or 0))
+        try:
+            duration = float((info.get("format") or {}).get("duration") or 0)
+        except ValueError:
+            duration = 0.0
+        self.started = plan_schedule(opts.video_codec, cores=self.cores, width=width,
+                                     height=height, duration=duration, preset=opts.preset,
+                                     options=dict(opts.video_opts), workers=self.workers,
+                                     chunk_seconds=self._given(opts))
+        return self.started
 
     def __call__(self, source: ProbeResult, opts: EncodeOptions) -> float | None:
         from mediatasks.scheduling import for_source
 
-        given = opts.chunk_seconds
-        if given is None and "chunk_seconds" in self.settings.model_fields_set:
-            given = self.settings.chunk_seconds
+        given = self._given(opts)
         self.schedule = for_source(source, opts, cores=self.cores, workers=self.workers,
                                    chunk_seconds=given)
+        if self.started is not None and (self.started.workers, self.started.threads) != (
+                self.schedule.workers, self.schedule.threads):
+            # The encode worker already runs with the container's figures: say what runs.
+            self.schedule = replace(self.schedule, workers=self.started.workers,
+                                    threads=self.started.threads)
         if given is not None or opts.remux:
             return None
         return round(self.schedule.chunk_seconds, 3)

@@ -14,6 +14,7 @@ from typing import Any
 from celery import chain, chord
 from celery.canvas import Signature
 
+from mediatasks.fingerprint import KnownSource
 from mediatasks.models import JobSpec
 
 
@@ -30,10 +31,13 @@ def cleanup(app: Any, spec: JobSpec, *, remove: bool = False) -> Signature:
     return app.signature("mediatasks.cleanup", kwargs=kwargs, immutable=True)
 
 
-def analyse_workflow(app: Any, spec: JobSpec) -> Signature:
-    """probe -> plan; the plan step hands the job back to the service."""
+def analyse_workflow(app: Any, spec: JobSpec, *, known: KnownSource | None = None) -> Signature:
+    """probe -> plan; the plan step hands the job back to the service. ``known``: the source as
+    the submitter probed it, which the probe step takes while the file still matches."""
     s = spec.model_dump(mode="json")
-    wf = chain(_sig(app, "probe", spec=s).set(immutable=True), _sig(app, "plan", spec=s))
+    probe = (_sig(app, "probe", spec=s, known=known.model_dump(mode="json")) if known is not None
+             else _sig(app, "probe", spec=s))
+    wf = chain(probe.set(immutable=True), _sig(app, "plan", spec=s))
     wf.link_error(cleanup(app, spec))
     return wf
 

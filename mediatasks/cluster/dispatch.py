@@ -12,6 +12,7 @@ from celery import _state
 
 from mediatasks.cluster import canvas
 from mediatasks.errors import BrokerUnavailable
+from mediatasks.fingerprint import KnownSource
 from mediatasks.models import JobSpec
 from mediatasks.profiles import QUEUES
 
@@ -61,8 +62,8 @@ class CeleryDispatcher:
         finally:
             _state._set_task_join_will_block(blocks)
 
-    def analyse(self, spec: JobSpec) -> None:
-        self._send(canvas.analyse_workflow(self.app, spec))
+    def analyse(self, spec: JobSpec, *, known: KnownSource | None = None) -> None:
+        self._send(canvas.analyse_workflow(self.app, spec, known=known))
 
     def encode(self, spec: JobSpec, *, chunks: int, queue: str) -> None:
         self._send(canvas.encode_workflow(self.app, spec, chunks=chunks, queue=queue,

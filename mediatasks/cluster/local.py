@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from mediatasks import runner
 from mediatasks.errors import BrokerUnavailable, MediatasksError
@@ -42,9 +44,11 @@ def redis_args(redis_server: str, sock: Path, data_dir: Path) -> list[str]:
 
 
 def worker_args(concurrency: int, name: str, queues: tuple[str, ...] = QUEUES) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "mediatasks", "worker", "-Q", ",".join(queues),
-            "-c", str(concurrency), "-n", f"{name}@%h", "-P", "prefork", "-E",
-            "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    """A prefork worker that sends task events, without gossip, mingle or heartbeats (nobody
+    else is on the private broker), fair scheduling, one message prefetched (celeryconfig):
+    what ``celery -A mediatasks worker`` would run, started by ``mediatasks.cluster.boot``."""
+    return [sys.executable, "-m", "mediatasks.cluster.boot", "-Q", ",".join(queues),
+            "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "WARNING"]
 
 
 class LocalCluster:
@@ -88,7 +92,9 @@ class LocalCluster:
 
     def _wait_redis(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
-        with redis.Redis(unix_socket_path=str(self.sock)) as client:
+        # Each ping is tried once: redis-py's own retries back off for seconds on the socket
+        # that redis-server has not made yet (it answers within milliseconds).
+        with redis.Redis(unix_socket_path=str(self.sock), retry=Retry(NoBackoff(), 0)) as client:
             while time.monotonic() < deadline:
                 assert self.redis is not None
                 if not self.redis.alive():
@@ -97,7 +103,7 @@ class LocalCluster:
                     if client.ping():
                         return
                 except redis.RedisError:
-                    time.sleep(0.05)
+                    time.sleep(0.01)
         raise BrokerUnavailable(f"redis-server did not start within {timeout:.0f}s")
 
     def start(self) -> LocalCluster:

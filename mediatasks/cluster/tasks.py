@@ -189,12 +189,37 @@ def _plan(spec: JobSpec) -> JobPlan:
 
 
 @app.task(base=JobTask, bind=True, name="mediatasks.probe")
-def probe(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
+def probe(self: JobTask, *, spec: dict[str, Any], known: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
+    """Probe the source, or take ``known`` (the probe `mediatasks run` just made) while the file
+    is still the one it describes; the frame timestamps go to the job directory for the plan."""
     s = _spec(spec)
+    folder = job_dir(s.job_id)
     # The file probed is the file every later step must find (checked before each chunk and
     # before publishing).
-    fingerprint.save(fingerprint.take(s.input), job_dir(s.job_id))
-    return probe_step.probe(s.input, ffprobe=_settings.ffprobe).model_dump(mode="json")
+    now = fingerprint.take(s.input)
+    fingerprint.save(now, folder)
+    given = _known(known, s)
+    if given is not None and given.fingerprint == now:
+        return given.probe.model_dump(mode="json")
+    result, frame_pts = probe_step.probe_source(s.input, ffprobe=_settings.ffprobe)
+    if not result.video.split_blocker:
+        plan_step.save_frames(frame_pts, folder)
+    return result.model_dump(mode="json")
+
+
+def _known(known: dict[str, Any] | None, spec: JobSpec) -> fingerprint.KnownSource | None:
+    """A message's probe result, when it is one and describes the spec's input. At worst a
+    wrong one makes a wrong plan, which the frame-exact verify refuses."""
+    if known is None:
+        return None
+    try:
+        given = fingerprint.KnownSource.model_validate(known)
+    except ValidationError as exc:
+        log.warning("job %s: the probe result sent with it is not one (%s); probing",
+                    spec.job_id, " ".join(str(exc).split())[:200])
+        return None
+    return given if given.probe.path == spec.input else None
 
 
 @app.task(base=JobTask, bind=True, name="mediatasks.plan")

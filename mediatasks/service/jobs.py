@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mediatasks.errors import BrokerUnavailable, InvalidOptions, MediatasksError
+from mediatasks.fingerprint import KnownSource
 from mediatasks.library import UndoReport
 from mediatasks.models import JobResult, JobSpec
 from mediatasks.service import trust
@@ -40,8 +41,9 @@ class JobService(JobReader):
 
     # -- operations ---------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec) -> JobRecord:
-        """Record the job as queued and send it to be probed and planned.
+    def submit(self, spec: JobSpec, *, known: KnownSource | None = None) -> JobRecord:
+        """Record the job as queued and send it to be probed and planned (``known``: the source
+        as the submitter just probed it; the analyse step uses it while the file matches).
 
         Raises:
             BrokerUnavailable: the job could not be sent (it is recorded as failed).
@@ -53,7 +55,7 @@ class JobService(JobReader):
             "input": spec.input, "output": spec.output, "hold": spec.hold,
             "attempt": spec.attempt})
         self._announce(event)
-        self._dispatch(spec.job_id, lambda d: d.analyse(spec))
+        self._dispatch(spec.job_id, lambda d: d.analyse(spec, known=known))
         return self.get(spec.job_id)
 
     def _check_output_free(self, spec: JobSpec) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from mediatasks.fingerprint import KnownSource
 from mediatasks.models import JobSpec
 from mediatasks.service.records import Event, JobRecord
 from mediatasks.service.webhook_messages import Attempt, Delivery, RelayState, Subscription
@@ -121,8 +122,9 @@ class MemoryDispatcher:
     def live_jobs(self) -> set[str] | None:
         return self.live
 
-    def analyse(self, spec: JobSpec) -> None:
-        self.sent.append(("analyse", spec.job_id, {"attempt": spec.attempt}))
+    def analyse(self, spec: JobSpec, *, known: KnownSource | None = None) -> None:
+        self.sent.append(("analyse", spec.job_id, {"attempt": spec.attempt,
+                                                   **({"known": True} if known else {})}))
 
     def encode(self, spec: JobSpec, *, chunks: int, queue: str) -> None:
         self.sent.append(("encode", spec.job_id, {"chunks": chunks, "queue": queue}))

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from mediatasks.fingerprint import KnownSource
 from mediatasks.jobstate import KeyValue
 from mediatasks.models import JobSpec
 from mediatasks.service.records import ApiKey, Event, JobRecord
@@ -59,8 +60,9 @@ class JobStore(Protocol):
 class Dispatcher(Protocol):
     """Sends a job's work to the workers, one phase at a time."""
 
-    def analyse(self, spec: JobSpec) -> None:
-        """Probe and plan the job; the plan step reports back with ``JobService.planned``."""
+    def analyse(self, spec: JobSpec, *, known: KnownSource | None = None) -> None:
+        """Probe and plan the job; the plan step reports back with ``JobService.planned``.
+        ``known``: the source as the submitter probed it (used while the file matches)."""
         ...
 
     def encode(self, spec: JobSpec, *, chunks: int, queue: str) -> None:

@@ -3,18 +3,24 @@ and the plan preview (`mediatasks plan`)."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mediatasks import encoder_options
 from mediatasks.errors import InvalidOptions
 from mediatasks.models import AudioResult, EncodeOptions, JobPlan, JobSpec, ProbeResult
 from mediatasks.profiles import is_hardware
 from mediatasks.settings import Settings
+
+if TYPE_CHECKING:
+    from mediatasks.fingerprint import Fingerprint
 
 
 def make_options(video_codec: str, crf: float | None, preset: str | None,
@@ -77,20 +83,40 @@ def _check_writable(output: Path) -> None:
     os.unlink(name)
 
 
+ENCODER_CHECKS = ".encoder-checks"
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What ``prepare_job`` read of the source: the probe, every frame's pts (presentation
+    order, from the same pass) and the file's fingerprint taken before it was read."""
+
+    result: ProbeResult
+    frame_pts: Sequence[int]
+    fingerprint: Fingerprint
+
+
 def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: bool,
                 settings: Settings, check_output: bool = True, exact_preview: bool = True,
                 hold: bool = False, local: bool = False, job_id: str | None = None,
                 strict: bool = False,
-                chunk_length: Callable[[ProbeResult, EncodeOptions], float | None] | None = None
-                ) -> JobPlan:
-    """Probe, plan and test-encode: a job that passes this starts.
+                chunk_length: Callable[[ProbeResult, EncodeOptions], float | None] | None = None,
+                on_probe: Callable[[Probed], None] | None = None,
+                on_container: Callable[[dict[str, Any]], None] | None = None) -> JobPlan:
+    """Probe, plan and test-encode: a job that passes this starts. The test encode runs beside
+    the packet pass (and not at all when the same check passed before: see
+    ``encode.check_encoder_at``).
 
     Args:
         chunk_length: called with the probe result; the chunk length it returns (unless None)
             is the job's when the options name none (the local schedule).
-        exact_preview: read every frame's timestamp so the plan shown is the plan that runs
-            (the plan step does this itself; ``run`` and ``submit`` skip it).
+        exact_preview: cut the plan shown between keyframes as the plan step does (``run`` and
+            ``submit`` skip it: their plan is made again on the workers).
+        on_probe: called with what was read of the source (`mediatasks run` hands it on).
+        on_container: called with the container's description as soon as it is read (before
+            the packet pass), `mediatasks run` starts its encode worker then.
     """
+    from mediatasks import fingerprint
     from mediatasks.steps import audio, encode, mux, plan, probe
 
     src = check_paths(source, output, overwrite=overwrite, check_output=check_output)
@@ -99,7 +125,23 @@ def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: b
     if opts.audio_codec != "copy":
         audio.check_audio_encoder(opts.audio_codec, None, ffmpeg=settings.ffmpeg,
                                   subject="--audio-codec")
-    result = probe.probe(src, ffprobe=settings.ffprobe)
+    taken = fingerprint.take(src) if on_probe is not None else None
+    info = probe.container_info(src, ffprobe=settings.ffprobe)
+    vraw = probe.video_stream(info, src)
+    if on_container is not None:
+        on_container(info)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediatasks-check") as pool:
+        checked = None
+        if not is_hardware(opts.video_codec):
+            checked = pool.submit(contextvars.copy_context().run, encode.check_encoder_at, opts,
+                                  (int(vraw["width"]), int(vraw["height"])), vraw.get("pix_fmt"),
+                                  fmt, ffmpeg=settings.ffmpeg, subject=str(src),
+                                  proven=settings.work_dir / ENCODER_CHECKS)
+        result, frame_pts = probe.probe_source(src, ffprobe=settings.ffprobe, info=info)
+        if checked is not None:
+            checked.result()
+    if on_probe is not None and taken is not None:
+        on_probe(Probed(result=result, frame_pts=frame_pts, fingerprint=taken))
     if chunk_length is not None:
         seconds = chunk_length(result, opts)
         if seconds is not None and opts.chunk_seconds is None:
@@ -107,15 +149,11 @@ def prepare_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: b
     spec = JobSpec(job_id=job_id or new_job_id(), input=str(src.resolve()),
                    output=str(output.resolve()), options=opts, overwrite=overwrite, hold=hold,
                    local=local, strict=strict)
-    frame_pts = None
-    if exact_preview and not result.video.split_blocker:
-        frame_pts = probe.frame_timestamps(src, result.video.index, ffprobe=settings.ffprobe)
+    exact = exact_preview and not result.video.split_blocker
     jp = plan.plan_job(result, spec, chunk_seconds=settings.chunk_seconds,
-                       min_chunk_frames=settings.min_chunk_frames, frame_pts=frame_pts)
-    jp = plan.with_integrity(jp, strict=strict)
-    if not is_hardware(opts.video_codec):
-        encode.check_encoder(opts, result.video, fmt, ffmpeg=settings.ffmpeg, subject=str(src))
-    return jp
+                       min_chunk_frames=settings.min_chunk_frames,
+                       frame_pts=frame_pts if exact else None)
+    return plan.with_integrity(jp, strict=strict)
 
 
 def check_job(source: Path, output: Path, opts: EncodeOptions, *, overwrite: bool,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from mediatasks.fingerprint import KnownSource
 from mediatasks.models import JobResult, JobSpec
 from mediatasks.service.jobs import JobService
 from mediatasks.service.records import Event
@@ -74,9 +75,9 @@ def settle(service: JobService, job_ids: Sequence[str], *, timeout: float = 3.0)
 
 
 def run_job(service: JobService, spec: JobSpec, *, watch: Callable[[], None],
-            on_event: EventFn) -> JobResult:
-    """Submit one job and follow it to its end."""
-    service.submit(spec)
+            on_event: EventFn, known: KnownSource | None = None) -> JobResult:
+    """Submit one job (``known``: its source as just probed) and follow it to its end."""
+    service.submit(spec, known=known)
     drive(service, spec.job_id, local_jobs={spec.job_id} if spec.local else set(), watch=watch,
           on_event=on_event)
     settle(service, [spec.job_id])

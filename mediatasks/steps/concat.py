@@ -47,8 +47,9 @@ def concat_list(plan: JobPlan, results: Sequence[ChunkResult]) -> str:
 
 
 def concat_args(list_path: Path, out: Path, *, ffmpeg: str = "ffmpeg") -> list[str]:
-    return [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-f", "concat", "-safe", "0",
-            "-i", str(list_path), "-map", "0:v:0", "-c", "copy", "-f", "nut", str(out)]
+    return [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y", "-progress", "pipe:1",
+            "-nostats", "-f", "concat", "-safe", "0", "-i", str(list_path), "-map", "0:v:0",
+            "-c", "copy", "-f", "nut", str(out)]
 
 
 def concat(plan: JobPlan, results: Sequence[ChunkResult], job_dir: Path, *,
@@ -62,8 +63,12 @@ def concat(plan: JobPlan, results: Sequence[ChunkResult], job_dir: Path, *,
     list_path.write_text(concat_list(plan, results), encoding="utf-8")
     out = job_dir / "video.nut"
     tmp = job_dir / "video.nut.tmp"
-    done = runner.run(concat_args(list_path, tmp, ffmpeg=ffmpeg), subject=plan.spec.input)
-    frames = count_packets(tmp, ffprobe=ffprobe)
+    done = runner.run(concat_args(list_path, tmp, ffmpeg=ffmpeg), subject=plan.spec.input,
+                      on_progress=lambda _: None)
+    # The packets ffmpeg copied, as it reports them at the end; counted in the file only when
+    # it did not say. verify counts and times every frame of the output independently.
+    written = done.frames_written()
+    frames = written if written is not None else count_packets(tmp, ffprobe=ffprobe)
     want = sum(r.frames for r in results)
     if frames != want:
         tmp.unlink(missing_ok=True)

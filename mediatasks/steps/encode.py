@@ -3,8 +3,8 @@
 Frames are selected by presentation timestamp (``-copyts`` + ``trim``), never by a seek time, so a
 chunk holds exactly frames [start, end) whatever the seek lands on; the seek only saves decoding.
 NUT keeps the source time base, so VFR timestamps survive unchanged. The chunk is written under a
-temp name, its frame count checked, then renamed; a chunk already on disk with the right count is
-reused, which makes the task idempotent.
+temp name, its frame count (ffmpeg's final progress report) checked, then renamed; a chunk
+already on disk with the right count is reused, which makes the task idempotent.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def encode_args(plan: JobPlan, chunk: Chunk, out: Path, *, seek_pts: int | None,
 
 def _run_encode(argv: list[str], *, subject: str, stall_timeout: float,
                 on_progress: ProgressFn | None,
-                should_stop: Callable[[], bool] | None = None) -> tuple[float, tuple[str, ...]]:
+                should_stop: Callable[[], bool] | None = None
+                ) -> tuple[float, tuple[str, ...], int | None]:
     def progress(block: dict[str, str]) -> None:
         if on_progress is None:
             return
@@ -161,7 +162,7 @@ def _run_encode(argv: list[str], *, subject: str, stall_timeout: float,
 
     done = runner.run(argv, subject=subject, stall_timeout=stall_timeout, on_progress=progress,
                       should_stop=should_stop)
-    return done.seconds, done.stderr_tail
+    return done.seconds, done.stderr_tail, done.frames_written()
 
 
 def mismatch(plan: JobPlan, chunk: Chunk, frames: int, stderr_tail: Sequence[str]
@@ -214,11 +215,13 @@ def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "f
     try:
         for seek in seek_attempts(plan, chunk):
             argv = encode_args(plan, chunk, tmp, seek_pts=seek, ffmpeg=ffmpeg, threads=threads)
-            took, stderr = _run_encode(argv, subject=plan.spec.input,
-                                       stall_timeout=stall_timeout, on_progress=on_progress,
-                                       should_stop=should_stop)
+            took, stderr, written = _run_encode(argv, subject=plan.spec.input,
+                                                stall_timeout=stall_timeout,
+                                                on_progress=on_progress, should_stop=should_stop)
             seconds += took
-            frames = count_packets(tmp, ffprobe=ffprobe)
+            # ffmpeg's own count of the frames it wrote (the chunk is a single video stream);
+            # the file is counted only when ffmpeg did not say. verify counts the output anyway.
+            frames = written if written is not None else count_packets(tmp, ffprobe=ffprobe)
             if not exact or frames == chunk.frames:
                 break
             log.warning("chunk %d: %d frames instead of %d after seeking to pts %s; "
@@ -234,18 +237,74 @@ def encode_chunk(plan: JobPlan, chunk: Chunk, job_dir: Path, *, ffmpeg: str = "f
 
 
 def check_encoder(opts: EncodeOptions, video: VideoInfo, fmt: str, *, ffmpeg: str = "ffmpeg",
-                  subject: str | None = None) -> None:
+                  subject: str | None = None, proven: Path | None = None) -> None:
     """A two-frame test encode at the source's size and pixel format, into the output container.
 
     Catches unknown encoders, bad --preset/--crf/--video-opt values, sizes an encoder refuses and
     codecs the container cannot hold, in a fraction of a second, before any job runs.
 
+    Args:
+        proven: a file of the checks that passed (see ``check_encoder_at``).
+
+    Raises:
+        UnknownEncoder, InvalidOptions: with the option and the fix named.
+    """
+    check_encoder_at(opts, (video.width, video.height), video.pix_fmt, fmt, ffmpeg=ffmpeg,
+                     subject=subject, proven=proven)
+
+
+def _check_key(opts: EncodeOptions, want: tuple[int, int], pix_fmt: str | None, fmt: str,
+               ffmpeg: str) -> str | None:
+    """What a test encode proved: this ffmpeg binary (path, size, mtime), the encoder and its
+    options, the picture and the container; None when the binary cannot be found."""
+    found = shutil.which(ffmpeg)
+    if found is None:
+        return None
+    st = os.stat(found)
+    data = [os.path.realpath(found), st.st_size, st.st_mtime_ns, opts.video_codec,
+            profiles.quality_args(opts), profiles.user_args(opts), want, pix_fmt, fmt]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+def _proven(path: Path | None, key: str | None) -> bool:
+    if path is None or key is None:
+        return False
+    try:
+        return key in path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _remember(path: Path | None, key: str | None) -> None:
+    if path is None or key is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(key + "\n")
+    except OSError as exc:  # a cache that cannot be written only costs the next run a check
+        log.debug("cannot remember the encoder check: %s", exc)
+
+
+def check_encoder_at(opts: EncodeOptions, want_size: tuple[int, int], pix_fmt: str | None,
+                     fmt: str, *, ffmpeg: str = "ffmpeg", subject: str | None = None,
+                     proven: Path | None = None) -> None:
+    """``check_encoder`` for a picture of ``want_size`` (before any scale) in ``pix_fmt``.
+
+    Args:
+        proven: a file listing the checks that passed before (one key a line: the binary, the
+            encoder, its options, the picture, the container). A check found there is not run
+            again; one that fails is never written, so a wrong option always fails here.
+
     Raises:
         UnknownEncoder, InvalidOptions: with the option and the fix named.
     """
     # testsrc is RGB: unlike testsrc2 or color it keeps odd sizes, as a real source would.
-    vf = f"format={video.pix_fmt}" if video.pix_fmt else "null"
-    want = opts.scale or (video.width, video.height)
+    vf = f"format={pix_fmt}" if pix_fmt else "null"
+    want = opts.scale or want_size
+    key = _check_key(opts, want, pix_fmt, fmt, ffmpeg) if proven is not None else None
+    if _proven(proven, key):
+        return
     with tempfile.TemporaryDirectory(prefix="mediatasks-check-") as tmp:
         out = Path(tmp) / f"check.{_EXTENSIONS[fmt]}"
         argv = [ffmpeg, "-nostdin", "-hide_banner", "-v", "warning", "-y", "-f", "lavfi", "-i",
@@ -271,3 +330,4 @@ def check_encoder(opts: EncodeOptions, video: VideoInfo, fmt: str, *, ffmpeg: st
                 raise InvalidOptions(f"encoder {opts.video_codec} has no option '{option}'",
                                      path=subject,
                                      hint=f"see 'ffmpeg -h encoder={opts.video_codec}'")
+    _remember(proven, key)

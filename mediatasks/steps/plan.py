@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,7 +29,7 @@ def _whole(video: VideoInfo) -> tuple[Chunk, ...]:
 
 
 def plan_chunks(video: VideoInfo, *, chunk_seconds: float, min_chunk_frames: int,
-                chapter_starts: tuple[float, ...] = (), frame_pts: list[int] | None = None
+                chapter_starts: tuple[float, ...] = (), frame_pts: Sequence[int] | None = None
                 ) -> tuple[Chunk, ...]:
     """Split ``video`` into chunks of about ``chunk_seconds``.
 
@@ -106,7 +109,7 @@ def plan_chunks(video: VideoInfo, *, chunk_seconds: float, min_chunk_frames: int
 
 
 def plan_job(source: ProbeResult, spec: JobSpec, *, chunk_seconds: float,
-             min_chunk_frames: int, frame_pts: list[int] | None = None) -> JobPlan:
+             min_chunk_frames: int, frame_pts: Sequence[int] | None = None) -> JobPlan:
     """The whole job decided up front: chunks, queue, output format, subtitle handling.
 
     Raises:
@@ -168,19 +171,33 @@ def save_plan(plan: JobPlan, job_dir: Path) -> Path:
     return path
 
 
-def save_frames(frame_pts: list[int], job_dir: Path) -> None:
-    """Every source frame's pts, read once by the plan task, for verify to compare against."""
-    tmp = job_dir / "frames.json.tmp"
-    tmp.write_text(json.dumps(frame_pts), encoding="utf-8")
-    tmp.replace(job_dir / "frames.json")
+FRAMES_FILE = "frames.i64"
 
 
-def load_frames(job_dir: Path) -> list[int] | None:
-    path = job_dir / "frames.json"
-    if not path.exists():
+def save_frames(frame_pts: Sequence[int], job_dir: Path) -> None:
+    """Every source frame's pts (8 bytes each, native order), read once by the probe, for the
+    plan and verify: a long source's list is never turned into text."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    values = frame_pts if isinstance(frame_pts, array) else array("q", frame_pts)
+    tmp = job_dir / f".{FRAMES_FILE}.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        values.tofile(f)
+    tmp.replace(job_dir / FRAMES_FILE)
+
+
+def load_frames(job_dir: Path) -> array[int] | None:
+    path = job_dir / FRAMES_FILE
+    try:
+        with open(path, "rb") as f:
+            values = array("q")
+            values.frombytes(f.read())
+    except FileNotFoundError:
         return None
-    values: list[int] = json.loads(path.read_text(encoding="utf-8"))
     return values
+
+
+def drop_frames(job_dir: Path) -> None:
+    (job_dir / FRAMES_FILE).unlink(missing_ok=True)
 
 
 def load_plan(job_dir: Path) -> JobPlan:
@@ -189,19 +206,21 @@ def load_plan(job_dir: Path) -> JobPlan:
 
 def plan_and_save(source: ProbeResult, spec: JobSpec, job_dir: Path, *, ffprobe: str,
                   chunk_seconds: float, min_chunk_frames: int) -> JobPlan:
-    """The plan step of a job: every frame's timestamp (unless the file cannot be cut), the
-    plan, both saved in the job directory for the later steps."""
+    """The plan step of a job: the plan, saved in the job directory for the later steps, cut on
+    the frame timestamps the probe saved there (read again only when they are missing or do not
+    fit the probe, and not at all when the file cannot be cut)."""
     from mediatasks.steps import probe
 
     frame_pts = None
     if not source.video.split_blocker:
-        frame_pts = probe.frame_timestamps(spec.input, source.video.index, ffprobe=ffprobe)
+        frame_pts = load_frames(job_dir)
+        if frame_pts is None or len(frame_pts) != source.video.frame_count:
+            frame_pts = probe.frame_timestamps(spec.input, source.video.index, ffprobe=ffprobe)
+            save_frames(frame_pts, job_dir)
     jp = plan_job(source, spec, chunk_seconds=chunk_seconds, min_chunk_frames=min_chunk_frames,
                   frame_pts=frame_pts)
     jp = with_integrity(jp, strict=spec.strict)
     save_plan(jp, job_dir)
-    if frame_pts is not None:
-        save_frames(frame_pts, job_dir)
     return jp
 
 

@@ -1,9 +1,11 @@
 """probe: what we know about a source, from ffprobe, as a typed ``ProbeResult``.
 
-Three ffprobe runs: the container (streams, chapters, format), a demux-only pass over the video
-packets (presentation timestamps and keyframes, no decoding), and a decode of the first packets to
-check that one packet is one frame with the container's timestamp. Chunking by pts is only safe
-when all three agree; otherwise ``split_blocker`` says why and the plan uses one chunk.
+Three ffprobe runs: the container (streams, chapters, format), then at once a demux-only pass
+over the video packets (presentation timestamps and keyframes, no decoding; read line by line, so
+memory stays flat however long the file) and a decode of the first packets to check that one
+packet is one frame with the container's timestamp. Chunking by pts is only safe when all three
+agree; otherwise ``split_blocker`` says why and the plan uses one chunk. The packet pass is the
+only read of the whole file: the plan and verify take every frame's timestamp from it.
 
 This module runs ffprobe; the argv are built in ``probe_args`` and the output is read in
 ``probe_parse`` (both pure), whose public names it re-exports.
@@ -11,8 +13,11 @@ This module runs ffprobe; the argv are built in ``probe_args`` and the output is
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
+from array import array
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ from mediatasks.steps.probe_args import (
 )
 from mediatasks.steps.probe_parse import (
     PacketIndex,
+    PacketScanner,
     parse_count,
     parse_probe,
     parse_size,
@@ -51,15 +57,19 @@ __all__ = [
     "PacketIndex",
     "check_source",
     "container_args",
+    "container_info",
     "count_args",
     "count_packets",
     "frame_timestamps",
     "packet_args",
     "pick_video",
     "probe",
+    "probe_source",
+    "scan_packets",
     "shown_packets",
     "start_seconds",
     "video_size",
+    "video_stream",
     "window_args",
     "window_blocker",
 ]
@@ -85,11 +95,17 @@ def video_size(path: str | Path, *, ffprobe: str = "ffprobe") -> tuple[int, int]
     return parse_size(done.stdout)
 
 
-def frame_timestamps(path: str | Path, stream: int, *, ffprobe: str = "ffprobe") -> list[int]:
+def scan_packets(path: str | Path, stream: int, *, ffprobe: str = "ffprobe") -> PacketIndex:
+    """One demux-only pass over a stream's packets, read as ffprobe prints them."""
+    scanner = PacketScanner()
+    runner.run(packet_args(ffprobe, path, stream), subject=path, check=False, timeout=3600,
+               on_stdout=scanner.line)
+    return scanner.index()
+
+
+def frame_timestamps(path: str | Path, stream: int, *, ffprobe: str = "ffprobe") -> array[int]:
     """Every frame's pts in presentation order (a demux-only pass)."""
-    done = runner.run(packet_args(ffprobe, path, stream), subject=path, keep_stdout=True,
-                      check=False, timeout=3600)
-    return PacketIndex.parse(done.stdout).pts
+    return scan_packets(path, stream, ffprobe=ffprobe).pts
 
 
 def check_source(path: str | Path) -> Path:
@@ -149,6 +165,48 @@ def _ffprobe_json(argv: list[str], path: Path) -> dict[str, Any]:
     return data
 
 
+def container_info(path: str | Path, *, ffprobe: str = "ffprobe") -> dict[str, Any]:
+    """The container's streams, chapters and format (ffprobe's JSON), a playlist refused.
+
+    Raises:
+        SourceNotFound, InvalidMedia, UndecodableMedia: see ``probe``.
+    """
+    src = check_source(path)
+    info = _ffprobe_json(container_args(ffprobe, src), src)
+    refuse_indirection(str(info.get("format", {}).get("format_name", "")), src)
+    return info
+
+
+def probe_source(path: str | Path, *, ffprobe: str = "ffprobe",
+                 info: dict[str, Any] | None = None) -> tuple[ProbeResult, array[int]]:
+    """``probe``, with every frame's pts in presentation order from the same pass (what the
+    plan cuts on and verify compares with). ``info``: ``container_info``'s, if already read.
+
+    Raises:
+        SourceNotFound, InvalidMedia: the path is not a readable, non-empty file.
+        UndecodableMedia: ffprobe cannot read it.
+        NoVideoStream: it has no video stream (audio-only, subtitles-only).
+    """
+    src = check_source(path)
+    if info is None:
+        info = container_info(src, ffprobe=ffprobe)
+    vindex = int(video_stream(info, src)["index"])
+    # The decoded window runs beside the packet pass (two processes, mostly waiting on I/O).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediatasks-probe") as pool:
+        # In this context, so that a task's log keeps the command (runner.record_commands).
+        first = pool.submit(contextvars.copy_context().run, _ffprobe_json,
+                            window_args(ffprobe, src, vindex), src)
+        index = scan_packets(src, vindex, ffprobe=ffprobe)
+        window = first.result()
+    if index.lead:
+        # The window decodes past the packets an edit list hides or that cannot be decoded.
+        window = _ffprobe_json(window_args(ffprobe, src, vindex, WINDOW_PACKETS + index.lead),
+                               src)
+    result = parse_probe(info, index, window, path=str(src.resolve()), size=src.stat().st_size,
+                         subject=src)
+    return result, index.pts
+
+
 def probe(path: str | Path, *, ffprobe: str = "ffprobe") -> ProbeResult:
     """Describe ``path``.
 
@@ -157,14 +215,4 @@ def probe(path: str | Path, *, ffprobe: str = "ffprobe") -> ProbeResult:
         UndecodableMedia: ffprobe cannot read it.
         NoVideoStream: it has no video stream (audio-only, subtitles-only).
     """
-    src = check_source(path)
-    info = _ffprobe_json(container_args(ffprobe, src), src)
-    refuse_indirection(str(info.get("format", {}).get("format_name", "")), src)
-    vindex = int(video_stream(info, src)["index"])
-    packets = runner.run(packet_args(ffprobe, src, vindex), subject=src, keep_stdout=True,
-                         check=False, timeout=3600)
-    # The window decodes past the packets an edit list hides or that cannot be decoded.
-    lead = PacketIndex.parse(packets.stdout).lead
-    window = _ffprobe_json(window_args(ffprobe, src, vindex, WINDOW_PACKETS + lead), src)
-    return parse_probe(info, packets.stdout, window, path=str(src.resolve()),
-                       size=src.stat().st_size, subject=src)
+    return probe_source(path, ffprobe=ffprobe)[0]

@@ -5,8 +5,8 @@ Failing verification fails the job; nothing is published.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -16,18 +16,85 @@ from mediatasks.errors import REPORT_HINT, VerificationFailed
 from mediatasks.isobmff import IDENTITY, parse_ffprobe_matrix
 from mediatasks.models import JobPlan, parse_rational
 from mediatasks.steps.audio import kept_tracks
-from mediatasks.steps.probe import count_packets, frame_timestamps
+from mediatasks.steps.probe import frame_timestamps
+from mediatasks.steps.probe_parse import PacketIndex, PacketScanner
 
 # Every frame keeps its presentation time within 1 ms (plus half a tick of a ms-based container).
 PTS_TOLERANCE = Fraction(3, 2000)
 AV_OFFSET_TOLERANCE = 0.05
 
 
-def _streams(path: Path, ffprobe: str) -> list[dict[str, Any]]:
-    done = runner.run([ffprobe, "-v", "error", "-hide_banner", "-of", "json", "-show_streams",
-                       runner.media_url(path)], subject=path, keep_stdout=True, timeout=600)
-    streams: list[dict[str, Any]] = json.loads(done.stdout or "{}").get("streams", [])
-    return streams
+def listing_args(ffprobe: str, path: Path) -> list[str]:
+    """One pass over the output: every stream's description and the first stream's packets
+    (``compact`` lines, read as they come)."""
+    return [ffprobe, "-v", "error", "-hide_banner", "-show_entries",
+            "stream=index,codec_type,width,height,time_base,start_time,sample_rate"
+            ":stream_side_data=side_data_type,displaymatrix"
+            ":packet=stream_index,pts,duration,flags", "-of", "compact", runner.media_url(path)]
+
+
+def _fields(line: str) -> list[str]:
+    """A ``compact`` line split on its unescaped '|', each field unescaped."""
+    out, field, escaped = [], [], False
+    for ch in line:
+        if escaped:
+            field.append({"n": "\n", "r": "\r", "b": "\b", "f": "\f"}.get(ch, ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "|":
+            out.append("".join(field))
+            field = []
+        else:
+            field.append(ch)
+    out.append("".join(field))
+    return out
+
+
+class OutputListing:
+    """What ``listing_args`` prints, taken in line by line: the streams, and the packets of the
+    first stream (the video, which mux always maps first) as a ``PacketIndex``."""
+
+    PREFIX = "packet|stream_index=0|"
+
+    def __init__(self) -> None:
+        self.streams: list[dict[str, Any]] = []
+        self.scanner = PacketScanner()
+        self.packets = 0
+
+    def line(self, text: str) -> None:
+        if text.startswith(self.PREFIX):
+            values = dict(f.partition("=")[::2] for f in text[len(self.PREFIX):].split("|"))
+            self.packets += 1
+            self.scanner.packet(_int(values.get("pts")), values.get("flags", ""),
+                                _int(values.get("duration")))
+        elif text.startswith("stream|"):
+            stream: dict[str, Any] = {}
+            target = stream
+            for field in _fields(text)[1:]:
+                if field == "side_data":
+                    target = {}
+                    stream.setdefault("side_data_list", []).append(target)
+                    continue
+                key, _, value = field.partition("=")
+                target[key] = value
+            self.streams.append(stream)
+
+    def video_index(self) -> PacketIndex:
+        return self.scanner.index()
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def read_output(path: Path, ffprobe: str) -> OutputListing:
+    listing = OutputListing()
+    runner.run(listing_args(ffprobe, path), subject=path, timeout=3600, on_stdout=listing.line)
+    return listing
 
 
 def expected_streams(plan: JobPlan) -> Counter[str]:
@@ -39,13 +106,27 @@ def expected_streams(plan: JobPlan) -> Counter[str]:
     return +want
 
 
-def _relative_seconds(pts: list[int], tb: Fraction) -> list[Fraction]:
-    return [(p - pts[0]) * tb for p in pts] if pts else []
+def worst_offset(source_pts: Sequence[int], source_tb: Fraction, out_pts: Sequence[int],
+                 out_tb: Fraction) -> tuple[Fraction, int]:
+    """The largest difference between a source frame's time and its output frame's, both counted
+    from the first frame, and that frame's index (exact integer arithmetic, one pass)."""
+    if not source_pts or not out_pts:
+        return Fraction(0), 0
+    a, b = source_tb.numerator, source_tb.denominator
+    c, d = out_tb.numerator, out_tb.denominator
+    s0, o0 = source_pts[0], out_pts[0]
+    worst, at = 0, 0
+    for i, (s, o) in enumerate(zip(source_pts, out_pts, strict=True)):
+        diff = abs((s - s0) * a * d - (o - o0) * c * b)
+        if diff > worst:
+            worst, at = diff, i
+    return Fraction(worst, b * d), at
 
 
 def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
-           source_pts: list[int] | None = None, ffprobe: str = "ffprobe") -> int:
-    """Check ``output`` against the plan and the source; return its frame count.
+           source_pts: Sequence[int] | None = None, ffprobe: str = "ffprobe") -> int:
+    """Check ``output`` against the plan and the source; return its frame count. The output is
+    read once, by one ffprobe.
 
     Args:
         source_pts: every source frame's pts, if already read (else read here).
@@ -55,12 +136,16 @@ def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
     """
     subject = plan.spec.input
     exact = not plan.source.video.split_blocker
-    streams = _streams(output, ffprobe)
+    listing = read_output(output, ffprobe)
+    streams = listing.streams
     videos = [s for s in streams if s.get("codec_type") == "video"]
     if not videos:
         raise VerificationFailed("the output has no video stream", path=subject)
-    out_pts = frame_timestamps(output, int(videos[0]["index"]), ffprobe=ffprobe) if exact else None
-    frames = len(out_pts) if out_pts is not None else count_packets(output, ffprobe=ffprobe)
+    if str(videos[0].get("index")) != "0":
+        raise VerificationFailed("the output's first stream is not its video", path=subject,
+                                 hint=REPORT_HINT)
+    out_pts = listing.video_index().pts if exact else None
+    frames = len(out_pts) if out_pts is not None else listing.packets
     want_frames = plan.frame_count if exact else frames_encoded
     if frames != want_frames:
         raise VerificationFailed(f"the output has {frames} video frames, the source {want_frames}",
@@ -84,18 +169,16 @@ def verify(plan: JobPlan, output: Path, *, frames_encoded: int,
         src = plan.source.video
         if source_pts is None:
             source_pts = frame_timestamps(plan.source.path, src.index, ffprobe=ffprobe)
-        src_t = _relative_seconds(source_pts, src.tb)
+        if len(source_pts) != len(out_pts):
+            raise VerificationFailed(f"the output has {len(out_pts)} timestamps, the source "
+                                     f"{len(source_pts)}", path=subject)
         out_tb = parse_rational(video.get("time_base")) or Fraction(1, 1000)
-        out_t = _relative_seconds(out_pts, out_tb)
-        if len(src_t) != len(out_t):
-            raise VerificationFailed(f"the output has {len(out_t)} timestamps, the source "
-                                     f"{len(src_t)}", path=subject)
-        worst = max((abs(a - b) for a, b in zip(src_t, out_t, strict=True)), default=Fraction(0))
+        worst, i = worst_offset(source_pts, src.tb, out_pts, out_tb)
         if worst > PTS_TOLERANCE:
-            i = next(i for i, (a, b) in enumerate(zip(src_t, out_t, strict=True))
-                     if abs(a - b) == worst)
+            src_t = (source_pts[i] - source_pts[0]) * src.tb
+            out_t = (out_pts[i] - out_pts[0]) * out_tb
             raise VerificationFailed(
-                f"frame {i} is shown at {float(out_t[i]):.4f}s instead of {float(src_t[i]):.4f}s",
+                f"frame {i} is shown at {float(out_t):.4f}s instead of {float(src_t):.4f}s",
                 path=subject, hint=REPORT_HINT)
     _check_av_offset(plan, streams, subject)
     return frames
