@@ -71,6 +71,11 @@ def record_commands() -> None:
     _recorded.set(collections.deque(maxlen=_KEPT_COMMANDS))
 
 
+def stop_recording() -> None:
+    """Keep no more commands in this context (a task has ended)."""
+    _recorded.set(None)
+
+
 def recorded_commands() -> list[Completed]:
     """The commands run since ``record_commands``, oldest first."""
     return list(_recorded.get() or ())

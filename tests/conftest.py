@@ -36,6 +36,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _commands_recorded_by_one_test_only() -> Iterator[None]:
+    """A test that asked the runner to record its commands leaves the next one none."""
+    yield
+    runner.stop_recording()
+
+
 def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
 

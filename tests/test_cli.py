@@ -210,7 +210,10 @@ def test_ctrl_c_stops_workers_and_ffmpeg_and_leaves_no_temp_files(tmp_path: Path
     # lands while chunks are being encoded, never after the job is done.
     proc = subprocess.Popen([MEDIATASKS, "run", str(src), "-o", str(out), "--preset", "veryslow",
                              "--chunk-seconds", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env)
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env,
+                            # Ctrl-C as a terminal delivers it, even when the tests themselves
+                            # were started in the background (where a shell ignores SIGINT).
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     mine: set[str] = set()
     while time.monotonic() < deadline:

@@ -85,11 +85,14 @@ def _started(task_id: str | None = None, task: Any = None, kwargs: Any = None, *
 @task_postrun.connect
 def _finished(task_id: str | None = None, task: Any = None, kwargs: Any = None,
               state: str | None = None, **_: Any) -> None:
-    job_id = _job_id(kwargs)
-    if not job_id or task is None or task_id is None or state not in {"SUCCESS", "IGNORED"}:
-        return
-    ran = _log()
-    _safe(lambda h: h.task_finished(task_id, name=task.name, state="SUCCESS", log=ran))
+    try:
+        job_id = _job_id(kwargs)
+        if not job_id or task is None or task_id is None or state not in {"SUCCESS", "IGNORED"}:
+            return
+        ran = _log()
+        _safe(lambda h: h.task_finished(task_id, name=task.name, state="SUCCESS", log=ran))
+    finally:  # the failure and retry handlers ran before: the next task starts afresh
+        runner.stop_recording()
 
 
 @task_failure.connect
