@@ -231,6 +231,18 @@ class Rig:
         return [p for p in processes_with(job_id) if "chunks/" in p[2] and "ffmpeg" in p[2]
                 and "-progress" in p[2]]
 
+    def wait_for_stored(self, job_id: str, names: tuple[str, ...], timeout: float = 120) -> None:
+        """Until the job's tasks of these names have stored their results (their rows say
+        SUCCESS, written after the result and the chord's bookkeeping)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {t["name"]: t["state"] for t in self.job(job_id).get("tasks", [])}
+            if all(states.get(f"mediatasks.{n}") == "SUCCESS" for n in names):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the {', '.join(names)} task(s) of job {job_id} did not end within "
+                           f"{timeout:.0f}s")
+
     def wait_for_chunk_encodes(self, job_id: str, count: int = 1, timeout: float = 120) -> float:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
