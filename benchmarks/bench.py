@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overhead import cpu_model  # the machine's CPU, as the older overhead benchmark reads it
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
 DOCS = ROOT / "docs"
@@ -170,17 +172,6 @@ def encoders_available() -> set[str]:
                           check=False)
     return {line.split()[1] for line in done.stdout.splitlines()
             if len(line.split()) > 1 and line.split()[1] in ENCODERS}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # -- sources --------------------------------------------------------------------------------

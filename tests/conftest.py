@@ -14,12 +14,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from mediatasks import runner
 from mediatasks.models import EncodeOptions, JobSpec
+
+if TYPE_CHECKING:
+    from mediatasks.history import History
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MEDIATASKS_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -227,3 +230,42 @@ def run_job(cluster: Any, spec: JobSpec, timeout: float = 240) -> dict[str, Any]
     if result.status != "succeeded":
         raise JobFailed(result.error or result.status)
     return result.model_dump(mode="json")
+
+
+# The job history on SQLite and on the PostgreSQL server of the machine (a database of its own).
+POSTGRES = os.environ.get("MEDIATASKS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped afterwards (skips without a
+    server)."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"mediatasks_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {POSTGRES} (set MEDIATASKS_TEST_POSTGRES): {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]:
+    from mediatasks.history import History
+
+    if request.param == "sqlite":
+        h = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
+        yield h
+        h.close()
+        return
+    with postgres_database() as url:
+        h = History(url)
+        try:
+            yield h
+        finally:
+            h.close()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import postgres_database
 from sqlalchemy import text
 
 from mediatasks.errors import InvalidOptions
@@ -19,41 +17,6 @@ from mediatasks.history import History
 from mediatasks.history.schema import SCHEMA_VERSION, current_version, migrate
 from mediatasks.models import EncodeOptions, JobResult, JobSpec
 from mediatasks.service import JobService
-
-POSTGRES = os.environ.get("MEDIATASKS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """The URL of a new, empty database on the test server, dropped afterwards (skips without a
-    server)."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"mediatasks_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {POSTGRES} (set MEDIATASKS_TEST_POSTGRES): {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]:
-    if request.param == "sqlite":
-        h = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
-        yield h
-        h.close()
-        return
-    with postgres_database() as url:
-        h = History(url)
-        try:
-            yield h
-        finally:
-            h.close()
 
 
 def spec(job_id: str = "j1", batch_id: str | None = None) -> JobSpec:

@@ -14,7 +14,6 @@ from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy.engine import Connection
-from test_history import postgres_database
 
 from mediatasks.api.metrics import render_metrics
 from mediatasks.history import History
@@ -119,21 +118,6 @@ def webhook_rows(conn: Connection, attempts: list[str], deliveries: list[str]) -
         conn.execute(webhook_deliveries.insert().values(
             id=f"msg_{n}", key="a", type="job.succeeded", url="http://127.0.0.1:9/hook",
             payload="{}", status=status, attempts=1, created_at=NOW))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[History]:
-    if request.param == "sqlite":
-        h = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
-        yield h
-        h.close()
-        return
-    with postgres_database() as url:
-        h = History(url)
-        try:
-            yield h
-        finally:
-            h.close()
 
 
 @pytest.fixture
