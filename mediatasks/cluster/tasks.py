@@ -13,36 +13,36 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from mediatasks import encoder_options, fingerprint
+from mediatasks import fingerprint
 from mediatasks.cluster.app import app
-from mediatasks.cluster.failures import describe
+from mediatasks.cluster.jobtask import (
+    JobTask,
+    job_dir,
+    job_state,
+    load_plan,
+    parse_spec,
+    report,
+    service,
+)
 from mediatasks.cluster.workers import check_encoder_here
 from mediatasks.errors import (
-    BrokerUnavailable,
     HardwareUnavailable,
-    InvalidOptions,
-    JobCancelled,
-    JobFailed,
     MediatasksError,
-    PermanentError,
-    TransientError,
     UntrustedMessage,
 )
-from mediatasks.jobstate import JobState
 from mediatasks.models import (
     AudioResult,
     ChunkResult,
-    JobPlan,
     JobResult,
     JobSpec,
     ProbeResult,
     StepResult,
 )
 from mediatasks.profiles import is_hardware
-from mediatasks.service import JobService, trust
+from mediatasks.service import trust
 from mediatasks.settings import get_settings
 from mediatasks.steps import audio as audio_step
 from mediatasks.steps import concat as concat_step
@@ -58,142 +58,12 @@ _settings = get_settings()
 log = logging.getLogger(__name__)
 
 
-def job_dir(job_id: str) -> Path:
-    return get_settings().work_dir / job_id
-
-
-def job_state(job_id: str) -> JobState:
-    return JobState(app.backend, job_id)
-
-
-def service() -> JobService:
-    from mediatasks.cluster.services import service_for
-
-    return service_for(app, get_settings().database_url)
-
-
-def report(what: str, call: Any) -> Any:
-    """Tell the service; a history that cannot be written never fails a job."""
-    try:
-        return call(service())
-    except MediatasksError:
-        raise
-    except Exception:
-        log.exception("could not record %s", what)
-        return None
-
-
-class JobTask(Task):  # type: ignore[misc]
-    """Base of every pipeline task: transient errors retry with backoff, the first error is kept."""
-
-    autoretry_for = (TransientError,)
-    dont_autoretry_for = (PermanentError,)
-    retry_backoff = _settings.retry_backoff
-    retry_backoff_max = _settings.retry_backoff_max
-    retry_jitter = True
-    max_retries = _settings.max_retries
-    # Also the delay before a task whose pool process died is sent again (task_retry_on_worker_lost).
-    default_retry_delay = _settings.retry_backoff
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        spec = kwargs.get("spec")
-        spec = spec if isinstance(spec, dict) else {}
-        _trust(self, spec)
-        job_id = str(spec["job_id"]) if spec.get("job_id") else None
-        state = job_state(job_id) if job_id else None
-        step = self.name.removeprefix("mediatasks.")
-        try:
-            if state is not None and int(spec.get("attempt") or 0) < state.attempt():
-                # Queued before a `mediatasks retry`: the new attempt does this work.
-                log.warning("%s[%s]: a task of an earlier attempt of job %s; dropped", self.name,
-                            self.request.id, spec["job_id"])
-                return {"dropped": "earlier attempt"}
-            if state is not None and state.cancelled():
-                # A cancelled job's queued tasks end here, before doing anything.
-                raise JobCancelled("the job was cancelled", path=spec.get("input"))
-            if state is not None and self.name != "mediatasks.publish" and state.published():
-                return self._duplicate()
-            if job_id:
-                report("the step", lambda s: s.step_started(job_id, step))
-            return super().__call__(*args, **kwargs)
-        except (Ignore, Retry):  # a retry still to come
-            raise
-        except BaseException as exc:
-            if state is not None and self.name != "mediatasks.publish" and state.published():
-                # A second delivery of a task (a visibility timeout shorter than the encode)
-                # ran on while the job finished and removed its files: nothing is wrong.
-                return self._duplicate()
-            # Before Celery stores the FAILURE, so a follower that sees it also sees why.
-            self._record(exc, kwargs)
-            raise
-
-    def _duplicate(self) -> dict[str, str]:
-        log.warning("%s[%s]: the job is already published; this delivery is a duplicate and is "
-                    "dropped", self.name, self.request.id)
-        return {"dropped": "duplicate"}
-
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
-        self._record(exc, kwargs)
-        spec = (kwargs or {}).get("spec") or {}
-        if isinstance(spec, dict) and spec.get("job_id") and not isinstance(exc, JobCancelled) \
-                and not _lost_connection(exc):
-            message = describe(exc, self.name)
-            report("the failure", lambda s: s.failed(str(spec["job_id"]), message,
-                                                     attempt=int(spec.get("attempt") or 0)))
-
-    def _record(self, exc: BaseException, kwargs: Any) -> None:
-        spec = (kwargs or {}).get("spec") or {}
-        job_id = spec.get("job_id") if isinstance(spec, dict) else None
-        if job_id:
-            with contextlib.suppress(Exception):  # the backend may be the thing that failed
-                job_state(job_id).record_error(describe(exc, self.name))
-
-
-def _trust(task: Task, spec: dict[str, Any]) -> None:
-    """Check the message before anything else: a job spec whose ids are ids and whose paths lie
-    under MEDIATASKS_ROOTS. Anything else is rejected (not retried) and logged."""
-    try:
-        checked = JobSpec.model_validate(spec)
-        trust.check_spec(checked, get_settings().root_paths)
-        encoder_options.check_options(checked.options.video_codec, checked.options.video_opts,
-                                      ffmpeg=get_settings().ffmpeg)
-    except (UntrustedMessage, InvalidOptions, ValidationError) as exc:
-        reason = " ".join(str(exc).split())[:500]
-        log.error("%s[%s]: message rejected: %s", task.name, task.request.id, reason)
-        raise Reject(reason, requeue=False) from None
-
-
-def _lost_connection(exc: BaseException) -> bool:
-    """This worker lost the broker (cut off the network): its unacknowledged task goes to another
-    worker, so the job has not failed. A job nobody finishes is found stalled instead."""
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    return isinstance(exc, (BrokerUnavailable, OperationalError, RedisConnectionError,
-                            RedisTimeoutError, ConnectionError))
-
-
-def _spec(spec: dict[str, Any]) -> JobSpec:
-    return JobSpec.model_validate(spec)
-
-
-def _plan(spec: JobSpec) -> JobPlan:
-    try:
-        return plan_step.load_plan(job_dir(spec.job_id))
-    except FileNotFoundError:
-        # The job failed elsewhere and its files are gone: this task has nothing left to do.
-        raise JobFailed("the job has already failed or was cleaned up; this task is skipped",
-                        path=spec.input) from None
-
-
 @app.task(base=JobTask, bind=True, name="mediatasks.probe")
 def probe(self: JobTask, *, spec: dict[str, Any], known: dict[str, Any] | None = None
           ) -> dict[str, Any]:
     """Probe the source, or take ``known`` (the probe `mediatasks run` just made) while the file
     is still the one it describes; the frame timestamps go to the job directory for the plan."""
-    s = _spec(spec)
+    s = parse_spec(spec)
     folder = job_dir(s.job_id)
     # The file probed is the file every later step must find (checked before each chunk and
     # before publishing).
@@ -225,7 +95,7 @@ def _known(known: dict[str, Any] | None, spec: JobSpec) -> fingerprint.KnownSour
 @app.task(base=JobTask, bind=True, name="mediatasks.plan")
 def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
     """Plan the chunks and hand the job back to the service (which holds it or encodes it)."""
-    s = _spec(spec)
+    s = parse_spec(spec)
     jp = plan_step.plan_and_save(ProbeResult.model_validate(probe_result), s, job_dir(s.job_id),
                                  ffprobe=_settings.ffprobe, chunk_seconds=_settings.chunk_seconds,
                                  min_chunk_frames=_settings.min_chunk_frames)
@@ -250,8 +120,8 @@ def plan(self: JobTask, probe_result: dict[str, Any], *, spec: dict[str, Any]) -
 
 @app.task(base=JobTask, bind=True, name="mediatasks.encode_chunk")
 def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str, Any]:
-    s = _spec(spec)
-    jp = _plan(s)
+    s = parse_spec(spec)
+    jp = load_plan(s)
     fingerprint.check(s.input, job_dir(s.job_id))
     chunk = jp.chunks[index]
     state = job_state(s.job_id)
@@ -293,8 +163,8 @@ def encode_chunk(self: JobTask, *, spec: dict[str, Any], index: int) -> dict[str
 
 @app.task(base=JobTask, bind=True, name="mediatasks.encode_audio")
 def encode_audio(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
-    s = _spec(spec)
-    jp = _plan(s)
+    s = parse_spec(spec)
+    jp = load_plan(s)
     fingerprint.check(s.input, job_dir(s.job_id))
     result = audio_step.encode_audio(jp, job_dir(s.job_id), ffmpeg=_settings.ffmpeg)
     return {"audio": result.model_dump(mode="json")}
@@ -302,10 +172,10 @@ def encode_audio(self: JobTask, *, spec: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(base=JobTask, bind=True, name="mediatasks.concat")
 def concat(self: JobTask, parts: list[dict[str, Any]], *, spec: dict[str, Any]) -> dict[str, Any]:
-    s = _spec(spec)
+    s = parse_spec(spec)
     chunks = [ChunkResult.model_validate(p["chunk"]) for p in parts if "chunk" in p]
     audio = [AudioResult.model_validate(p["audio"]) for p in parts if "audio" in p]
-    jp = _plan(s)
+    jp = load_plan(s)
     video = concat_step.join(jp, chunks, job_dir(s.job_id), ffmpeg=_settings.ffmpeg,
                              ffprobe=_settings.ffprobe)
     return {"video": video.model_dump(mode="json"),
@@ -316,8 +186,8 @@ def concat(self: JobTask, parts: list[dict[str, Any]], *, spec: dict[str, Any]) 
 
 @app.task(base=JobTask, bind=True, name="mediatasks.mux")
 def mux(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
-    s = _spec(spec)
-    jp = _plan(s)
+    s = parse_spec(spec)
+    jp = load_plan(s)
     video = StepResult.model_validate(prev["video"])
     audio = AudioResult.model_validate(prev["audio"])
     out = job_dir(s.job_id) / f"output{Path(s.output).suffix.lower()}"
@@ -328,8 +198,8 @@ def mux(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[st
 
 @app.task(base=JobTask, bind=True, name="mediatasks.verify")
 def verify(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
-    s = _spec(spec)
-    jp = _plan(s)
+    s = parse_spec(spec)
+    jp = load_plan(s)
     frames = verify_step.verify(jp, Path(prev["output"]), frames_encoded=prev["frames_encoded"],
                                 source_pts=plan_step.load_frames(job_dir(s.job_id)),
                                 ffprobe=_settings.ffprobe)
@@ -340,11 +210,11 @@ def verify(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict
 
 @app.task(base=JobTask, bind=True, name="mediatasks.publish")
 def publish(self: JobTask, prev: dict[str, Any], *, spec: dict[str, Any]) -> dict[str, Any]:
-    s = _spec(spec)
+    s = parse_spec(spec)
     state = job_state(s.job_id)
     done = state.published()
     if done is None:  # else a redelivery: the output is already in place
-        jp = _plan(s)
+        jp = load_plan(s)
         fingerprint.check(s.input, job_dir(s.job_id))
         result = JobResult(job_id=s.job_id, status="succeeded", output=s.output, input=s.input,
                            source_now=s.input, frames_in=prev["frames_in"],
